@@ -1,0 +1,65 @@
+"""The composition root: the FastAPI app, whose lifespan builds everything from Settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import install_error_handlers
+from api.logs import configure_logging
+from api.metrics import Metrics
+from api.middleware import RequestContextMiddleware
+from api.routes import agents, health, items, log, pipelines, topics, work
+from api.runtime import Runtime
+from api.settings import Settings
+from domain.application import utc_now
+
+API_DESCRIPTION = (
+    "stateowner owns the shared state of a team of AI agents: every piece of work is an "
+    "append-only event on an item; status and topic tables are projections of the log."
+)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    run_followers: bool | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_json, settings.log_level)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await run_in_threadpool(Runtime, settings, clock, metrics)
+        start = run_followers if run_followers is not None else True
+        runtime.start(
+            projections=start and settings.run_projections,
+            bus=start and settings.run_bus,
+        )
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.close)
+
+    app = FastAPI(
+        title="stateowner",
+        version="1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    for module in (agents, pipelines, items, work, topics, log, health):
+        app.include_router(module.router)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
+    return app

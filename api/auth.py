@@ -1,0 +1,70 @@
+"""Who is calling: bearer tokens, roles and stage scopes."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+
+from api.errors import unauthorized
+from domain.agent import Role, role_allows
+from domain.application import StateOwner
+from domain.errors import NotFound
+
+TOKEN_PREFIX = "so"
+BUILTIN_ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    stages: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role}:{self.name}" if self.name != BUILTIN_ADMIN else "admin:builtin"
+
+    def has(self, role: str) -> bool:
+        return role_allows(self.role, role)
+
+    def may_work_on(self, stage: str) -> bool:
+        return self.role == Role.AGENT and stage in self.stages
+
+
+def new_token(agent_id: uuid.UUID) -> str:
+    """The token names its agent, so it can be checked against one stored hash."""
+    return f"{TOKEN_PREFIX}_{agent_id.hex}_{secrets.token_urlsafe(32)}"
+
+
+def agent_id_of(token: str) -> uuid.UUID | None:
+    prefix, _, rest = token.partition("_")
+    agent_hex, _, secret = rest.partition("_")
+    if prefix != TOKEN_PREFIX or not secret:
+        return None
+    try:
+        return uuid.UUID(hex=agent_hex)
+    except ValueError:
+        return None
+
+
+def authenticate(authorization: str | None, app: StateOwner, admin_token: str | None) -> Principal:
+    if not authorization:
+        raise unauthorized("send Authorization: Bearer TOKEN")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthorized("send Authorization: Bearer TOKEN")
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal(name=BUILTIN_ADMIN, role=Role.ADMIN)
+    agent_id = agent_id_of(token)
+    if agent_id is None:
+        raise unauthorized("the token is not valid")
+    try:
+        agent = app.agent_by_id(agent_id)
+    except NotFound:
+        raise unauthorized("the token is not valid") from None
+    if not agent.token_matches(token):
+        raise unauthorized("the token is not valid or its agent is disabled")
+    return Principal(name=agent.name, role=agent.role, stages=frozenset(agent.stages))

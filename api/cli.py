@@ -1,0 +1,250 @@
+"""The `stateowner` command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.auth import new_token
+from api.logs import configure_logging
+from api.runtime import Runtime
+from api.settings import Settings
+from domain.agent import Agent, hash_token
+from domain.errors import DomainError
+from projections import maintenance, queries
+
+cli = typer.Typer(
+    help="stateowner: the event-sourced owner of shared agent state.", no_args_is_help=True
+)
+projections_cli = typer.Typer(
+    help="Rebuild, verify and inspect the projections.", no_args_is_help=True
+)
+agents_cli = typer.Typer(help="Manage agent identities.", no_args_is_help=True)
+pipelines_cli = typer.Typer(help="Define pipelines.", no_args_is_help=True)
+cli.add_typer(projections_cli, name="projections")
+cli.add_typer(agents_cli, name="agents")
+cli.add_typer(pipelines_cli, name="pipelines")
+
+console = Console()
+errors = Console(stderr=True)
+CLI_ACTOR = "operator:cli"
+
+
+def _runtime() -> Runtime:
+    settings = Settings()
+    configure_logging(settings.log_json, settings.log_level)
+    return Runtime(settings)
+
+
+def _caused_by() -> str:
+    return f"cli-{uuid.uuid4().hex[:12]}"
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Run the API, the projection followers and the bus in one process."""
+    from api.app import create_app
+
+    settings = Settings()
+    configure_logging(settings.log_json, settings.log_level)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@cli.command()
+def worker(
+    projections: Annotated[
+        bool, typer.Option("--projections", help="run the projection followers")
+    ] = False,
+    bus: Annotated[bool, typer.Option("--bus", help="run the bus")] = False,
+) -> None:
+    """Run followers alone, without the API, for scale-out."""
+    if not projections and not bus:
+        errors.print("say which: --projections, --bus, or both")
+        raise typer.Exit(2)
+    runtime = _runtime()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime.start(projections=projections, bus=bus, ready_signal=False)
+    console.print(f"worker running: {', '.join(f.name for f in runtime.followers)}")
+    stop.wait()
+    runtime.close()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _run_over_log(action: str, name: str | None) -> list[tuple[str, Any]]:
+    runtime = _runtime()
+    try:
+        try:
+            view_classes = maintenance.views_named(name)
+        except KeyError as error:
+            errors.print(str(error.args[0]))
+            raise typer.Exit(2) from None
+        head = runtime.app.position()
+        results = []
+        with _progress() as progress:
+            for view_class in view_classes:
+                task = progress.add_task(f"{action} {view_class.name}", total=head or 1, rate="")
+                done = 0
+
+                def advance(count: int, task: Any = task) -> None:
+                    nonlocal done
+                    done += count
+                    elapsed = progress.tasks[task].elapsed or 1e-9
+                    progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} ev/s")
+
+                run = maintenance.rebuild if action == "rebuild" else maintenance.verify
+                results.append(
+                    (
+                        view_class.name,
+                        run(
+                            view_class,
+                            runtime.datastore,
+                            runtime.app.recorder,
+                            runtime.app.mapper,
+                            advance,
+                        ),
+                    )
+                )
+                progress.update(task, completed=head or 1)
+        return results
+    finally:
+        runtime.close()
+
+
+@projections_cli.command("rebuild")
+def rebuild(
+    name: Annotated[str | None, typer.Argument(help="one projection; all when omitted")] = None,
+) -> None:
+    """Replay the log from position 0 into fresh tables, then swap them in."""
+    for view_name, position in _run_over_log("rebuild", name):
+        console.print(f"rebuilt {view_name} to position {position}")
+
+
+@projections_cli.command("verify")
+def verify(
+    name: Annotated[str | None, typer.Argument(help="one projection; all when omitted")] = None,
+) -> None:
+    """Rebuild into shadow tables and diff them against the live ones; exit 1 on drift."""
+    drift = 0
+    for view_name, (position, differences) in _run_over_log("verify", name):
+        if differences:
+            for difference in differences:
+                console.print(f"[red]drift[/red] {difference.describe()}")
+            drift += len(differences)
+        else:
+            console.print(
+                f"{view_name}: identical to a replay of the log up to position {position}"
+            )
+    if drift:
+        console.print(f"[red]{drift} difference(s) found[/red]")
+        raise typer.Exit(1)
+
+
+@projections_cli.command("status")
+def status() -> None:
+    """Each follower's position, the log head and the lag."""
+    runtime = _runtime()
+    try:
+        table = Table("projection", "position", "head", "lag")
+        with runtime.pool.connection() as conn:
+            head = queries.log_head(conn)
+            rows = [(name, queries.view_position(conn, name)) for name in runtime.views]
+            rows.append(("bus", queries.bus_position(conn)))
+        for view_name, position in rows:
+            table.add_row(view_name, str(position), str(head), str(max(head - position, 0)))
+        console.print(table)
+    finally:
+        runtime.close()
+
+
+@agents_cli.command("add")
+def add_agent(
+    name: Annotated[str, typer.Argument(help="the agent's unique name")],
+    role: Annotated[str, typer.Option(help="admin, operator, auditor or agent")] = "agent",
+    stage: Annotated[
+        list[str] | None, typer.Option(help="a stage in its scope; repeat for more")
+    ] = None,
+) -> None:
+    """Register an identity and print its token (shown this once)."""
+    runtime = _runtime()
+    try:
+        token = new_token(Agent.create_id(name))
+        runtime.app.register_agent(
+            name=name,
+            role=role,
+            stages=list(stage or []),
+            token_hash=hash_token(token),
+            request_digest="",
+            actor=CLI_ACTOR,
+            caused_by=_caused_by(),
+        )
+    except DomainError as error:
+        errors.print(f"refused: {error}")
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    print(token)
+
+
+@pipelines_cli.command("apply")
+def apply_pipeline(
+    file: Annotated[Path, typer.Argument(help="a JSON or TOML spec", exists=True, dir_okay=False)],
+    name: Annotated[
+        str | None, typer.Option(help="pipeline name; default: the file's stem")
+    ] = None,
+) -> None:
+    """Define or revise a pipeline from a file."""
+    text = file.read_text()
+    try:
+        spec = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+    except ValueError as error:
+        errors.print(f"{file}: {error}")
+        raise typer.Exit(1) from None
+    runtime = _runtime()
+    try:
+        pipeline, position = runtime.app.put_pipeline(
+            name or file.stem, spec, actor=CLI_ACTOR, caused_by=_caused_by()
+        )
+    except DomainError as error:
+        errors.print(f"refused: {error}")
+        raise typer.Exit(1) from None
+    finally:
+        runtime.close()
+    console.print(
+        f"pipeline {pipeline.name} is at version {pipeline.version} (position {position})"
+    )
+
+
+def main() -> None:
+    cli(prog_name="stateowner")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,164 @@
+"""RFC 9457 problem responses, and the one place domain errors become HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import structlog
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain import errors
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_TYPE_BASE = "https://stateowner.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An answer that is not a success, raised from anywhere in `api/`."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(
+        jsonable_encoder(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", "Unauthorized", detail)
+
+
+def forbidden(detail: str) -> Problem:
+    return Problem(403, "forbidden", "Forbidden", detail)
+
+
+def not_found(detail: str) -> Problem:
+    return Problem(404, "not_found", "Not found", detail)
+
+
+def validation(detail: str, **extra: Any) -> Problem:
+    return Problem(422, "validation_error", "Invalid request", detail, **extra)
+
+
+DOMAIN_ERRORS: list[tuple[type[errors.DomainError], int, str, str]] = [
+    (errors.NotFound, 404, "not_found", "Not found"),
+    (errors.AlreadyExists, 409, "already_exists", "Already exists"),
+    (errors.InvalidPipelineSpec, 422, "validation_error", "Invalid pipeline spec"),
+    (errors.InvalidCommand, 422, "validation_error", "Invalid command"),
+    (errors.LeaseLost, 409, "lease_lost", "Lease lost"),
+    (errors.NotLeaseHolder, 403, "forbidden", "Not the lease holder"),
+    (errors.ReportMismatch, 409, "idempotency_mismatch", "Report differs from the first one"),
+    (errors.ConcurrentUpdate, 409, "version_conflict", "Concurrent update"),
+    (errors.StateConflict, 409, "invalid_state", "Not allowed in this state"),
+]
+
+
+def problem_for_domain_error(error: errors.DomainError) -> Problem:
+    for cls, status, code, title in DOMAIN_ERRORS:
+        if isinstance(error, cls):
+            return Problem(status, code, title, str(error))
+    return Problem(409, "invalid_state", "Refused", str(error))
+
+
+def _validation_detail(error: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    found = []
+    for entry in error.errors():
+        location = ".".join(str(part) for part in entry.get("loc", ()))
+        found.append(
+            {"location": location, "message": entry.get("msg", ""), "type": entry.get("type")}
+        )
+    if any(entry["type"] == "json_invalid" for entry in found):
+        return "the body is not valid JSON", found
+    summary = "; ".join(f"{entry['location']}: {entry['message']}" for entry in found[:5])
+    return summary or "the request is not valid", found
+
+
+UNAVAILABLE_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    StoreOperationalError,
+    StoreInterfaceError,
+)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, error: Problem) -> JSONResponse:
+        return problem_response(error.status, error.code, error.title, error.detail, **error.extra)
+
+    @app.exception_handler(errors.DomainError)
+    async def on_domain_error(request: Request, error: errors.DomainError) -> JSONResponse:
+        problem = problem_for_domain_error(error)
+        return problem_response(problem.status, problem.code, problem.title, problem.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        detail, found = _validation_detail(error)
+        return problem_response(422, "validation_error", "Invalid request", detail, errors=found)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+        }.get(error.status_code, "http_error")
+        return problem_response(
+            error.status_code,
+            code,
+            str(error.detail) if error.status_code != 404 else "Not found",
+            str(error.detail) if error.status_code != 404 else f"no route for {request.url.path}",
+            headers=getattr(error, "headers", None),
+        )
+
+    for unavailable in UNAVAILABLE_ERRORS:
+
+        @app.exception_handler(unavailable)
+        async def on_unavailable(request: Request, error: Exception) -> JSONResponse:
+            log.warning("database_unavailable", error=str(error))
+            return problem_response(
+                503,
+                "unavailable",
+                "Service unavailable",
+                "the database cannot be reached; try again shortly",
+                headers={"Retry-After": "1"},
+            )
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error=str(error))
+        return problem_response(500, "internal", "Internal error", "an unexpected error occurred")

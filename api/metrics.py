@@ -1,0 +1,49 @@
+"""Prometheus metrics, one registry per application instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "stateowner_http_requests_total",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "stateowner_http_request_duration_seconds",
+            "HTTP request duration",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.claims = Counter(
+            "stateowner_claims_total",
+            "Claim requests by result",
+            ["stage", "result"],
+            registry=self.registry,
+        )
+        self.follower_position = Gauge(
+            "stateowner_follower_position",
+            "Log position a follower reached",
+            ["follower"],
+            registry=self.registry,
+        )
+        self.follower_lag = Gauge(
+            "stateowner_follower_lag",
+            "Events a follower is behind the log head",
+            ["follower"],
+            registry=self.registry,
+        )
+        self.follower_failures = Gauge(
+            "stateowner_follower_failures",
+            "Failures a follower has retried",
+            ["follower"],
+            registry=self.registry,
+        )
+        self.log_head = Gauge(
+            "stateowner_log_head", "Position of the newest event", registry=self.registry
+        )

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import RuntimeDep
+from api.routes.log import projection_statuses
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, Any]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """Readiness: the database answers and every follower this process runs is running."""
+    checks: dict[str, Any] = {}
+    try:
+        with runtime.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as error:
+        checks["database"] = f"unreachable: {type(error).__name__}"
+    for follower in runtime.followers:
+        state = follower.state
+        checks[follower.name] = (
+            "ok" if state.running and state.error is None else (state.error or "stopped")
+        )
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics")
+def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus text: requests, claims, and each follower's position and lag."""
+    try:
+        for status in projection_statuses(runtime):
+            runtime.metrics.follower_position.labels(status["name"]).set(status["position"])
+            runtime.metrics.follower_lag.labels(status["name"]).set(status["lag"])
+            runtime.metrics.log_head.set(status["head"])
+        for follower in runtime.followers:
+            runtime.metrics.follower_failures.labels(follower.name).set(follower.state.failures)
+    except Exception:  # metrics must answer even when the database does not
+        pass
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import AnyPrincipal, AppDep, Operator, RequestIdDep
+from api.errors import validation
+from api.schemas import Name, PipelineOut
+from domain.pipeline import Pipeline
+
+router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+
+SPEC_EXAMPLE = {
+    "stages": [
+        {"name": "research", "max_attempts": 3, "lease_seconds": 300, "retry_backoff_seconds": 2},
+        {"name": "draft"},
+        {"name": "edit", "on": {"revise": "draft"}},
+        {"name": "publish"},
+    ],
+    "max_visits_per_stage": 3,
+    "max_transitions": 50,
+}
+
+
+def _body(pipeline: Pipeline, position: int | None) -> dict[str, Any]:
+    return {
+        "name": pipeline.name,
+        "version": pipeline.version,
+        "spec": pipeline.spec,
+        "position": position,
+        "updated_at": pipeline.modified_on,
+    }
+
+
+async def _spec_from(request: Request) -> Any:
+    raw = await request.body()
+    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    try:
+        if media_type in ("application/toml", "text/toml", "application/x-toml"):
+            return tomllib.loads(raw.decode())
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise validation(
+            f"the spec is not valid {'TOML' if 'toml' in media_type else 'JSON'}: {error}"
+        ) from None
+
+
+@router.put(
+    "/{name}",
+    response_model=PipelineOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object"}, "example": SPEC_EXAMPLE},
+                "application/toml": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def put_pipeline(
+    name: Name, request: Request, principal: Operator, app: AppDep, caused_by: RequestIdDep
+) -> dict[str, Any]:
+    """Define or revise a pipeline; every PUT makes a new version."""
+    spec = await _spec_from(request)
+    pipeline, position = await run_in_threadpool(
+        app.put_pipeline, name, spec, actor=principal.actor, caused_by=caused_by
+    )
+    return _body(pipeline, position)
+
+
+@router.get("/{name}", response_model=PipelineOut)
+def get_pipeline(
+    name: str,
+    principal: AnyPrincipal,
+    app: AppDep,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+) -> dict[str, Any]:
+    return _body(app.pipeline(name, version=version), None)

@@ -1,0 +1,207 @@
+"""Claims and leases: how agents take work and report on it."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from api.auth import Principal
+from api.deps import AgentPrincipal, RequestIdDep, RuntimeDep, request_context
+from api.errors import forbidden
+from api.presenters import item_from_aggregate
+from api.runtime import Runtime
+from api.schemas import (
+    ClaimOut,
+    ClaimRequest,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatOut,
+    StageReportOut,
+)
+from domain.application import lease_item_id
+from domain.errors import ConcurrentUpdate, NotFound, RepeatedCompletion, StateConflict
+from domain.item import Item
+from projections import queries
+
+router = APIRouter(tags=["work"])
+
+CANDIDATES_PER_TRY = 8
+SAFETY_RECHECK_SECONDS = 5.0
+
+
+def _try_claim(
+    runtime: Runtime, principal: Principal, stage: str, caused_by: str
+) -> dict[str, Any] | None:
+    now = runtime.app.clock()
+    with runtime.pool.connection() as conn, conn.transaction():
+        for item_id in queries.ready_candidates(conn, stage, now, CANDIDATES_PER_TRY):
+            try:
+                item, lease_id, position = runtime.app.claim(
+                    item_id,
+                    stage=stage,
+                    agent=principal.name,
+                    actor=principal.actor,
+                    caused_by=caused_by,
+                )
+            except (StateConflict, ConcurrentUpdate, NotFound):
+                continue  # another agent won it, or the row is behind the item: try the next
+            assert item.lease_expires_at is not None
+            return {
+                "item": item_from_aggregate(item, position),
+                "lease": {
+                    "id": lease_id,
+                    "stage": stage,
+                    "attempt": item.attempt,
+                    "expires_at": item.lease_expires_at,
+                },
+                "input": item.input,
+                "outputs": item.outputs,
+            }
+    return None
+
+
+def _next_wake(runtime: Runtime, stage: str, remaining: float) -> float:
+    now: datetime = runtime.app.clock()
+    with runtime.pool.connection() as conn:
+        not_before = queries.next_not_before(conn, stage, now)
+    timeout = min(remaining, SAFETY_RECHECK_SECONDS)
+    if not_before is not None:
+        timeout = min(timeout, max((not_before - now).total_seconds(), 0.001))
+    return timeout
+
+
+@router.post(
+    "/v1/claims",
+    response_model=ClaimOut,
+    responses={204: {"description": "nothing is ready at that stage"}},
+)
+def claim(
+    body: ClaimRequest,
+    request: Request,
+    principal: AgentPrincipal,
+    runtime: RuntimeDep,
+    caused_by: RequestIdDep,
+) -> Any:
+    """Claim the oldest ready item at a stage, waiting up to wait_seconds for one to become ready."""
+    if not principal.may_work_on(body.stage):
+        runtime.metrics.claims.labels(body.stage, "forbidden").inc()
+        raise forbidden(
+            f"stage {body.stage!r} is outside your scope ({', '.join(sorted(principal.stages))})"
+        )
+    deadline = time.monotonic() + body.wait_seconds
+    while True:
+        seen = runtime.ready.generation(body.stage)
+        claimed = _try_claim(runtime, principal, body.stage, caused_by)
+        if claimed is not None:
+            request_context(request)["item_id"] = claimed["item"]["id"]
+            runtime.metrics.claims.labels(body.stage, "claimed").inc()
+            return claimed
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            runtime.metrics.claims.labels(body.stage, "empty").inc()
+            return Response(status_code=204)
+        runtime.ready.wait(body.stage, seen, _next_wake(runtime, body.stage, remaining))
+
+
+def _lease_context(request: Request, lease_id: str) -> None:
+    try:
+        request_context(request)["item_id"] = str(lease_item_id(lease_id))
+    except NotFound:
+        pass
+
+
+def _report(item: Item, stage: str, version: int, position: int) -> dict[str, Any]:
+    return {
+        "item_id": str(item.id),
+        "stage": stage,
+        "status": item.status,
+        "version": version,
+        "position": position,
+    }
+
+
+def _repeat(runtime: Runtime, lease_id: str, version: int) -> dict[str, Any]:
+    """The first answer to a report, given again for an identical repeat."""
+    item_id = lease_item_id(lease_id)
+    at_report = runtime.app.item(item_id, version=version)
+    with runtime.pool.connection() as conn:
+        position = queries.event_position(conn, item_id, version) or 0
+    return _report(at_report, at_report.stage, version, position)
+
+
+@router.post("/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut)
+def heartbeat(
+    lease_id: str,
+    request: Request,
+    principal: AgentPrincipal,
+    runtime: RuntimeDep,
+    caused_by: RequestIdDep,
+) -> dict[str, Any]:
+    _lease_context(request, lease_id)
+    item, position = runtime.app.renew_lease(
+        lease_id, agent=principal.name, actor=principal.actor, caused_by=caused_by
+    )
+    return {"expires_at": item.lease_expires_at, "version": item.version, "position": position}
+
+
+@router.post("/v1/leases/{lease_id}/complete", response_model=StageReportOut)
+def complete(
+    lease_id: str,
+    body: CompleteRequest,
+    request: Request,
+    principal: AgentPrincipal,
+    runtime: RuntimeDep,
+    caused_by: RequestIdDep,
+) -> dict[str, Any]:
+    """Report a stage done; the bus then fires the next stage. An identical repeat is answered again."""
+    _lease_context(request, lease_id)
+    try:
+        item, position = runtime.app.complete_stage(
+            lease_id,
+            agent=principal.name,
+            outcome=body.outcome,
+            output=body.output,
+            cost_usd=body.cost_usd,
+            tokens_in=body.tokens_in,
+            tokens_out=body.tokens_out,
+            duration_ms=body.duration_ms,
+            trace=body.trace,
+            actor=principal.actor,
+            caused_by=caused_by,
+        )
+    except RepeatedCompletion as repeat:
+        return _repeat(runtime, lease_id, repeat.version)
+    return _report(item, item.stage, item.version, position)
+
+
+@router.post("/v1/leases/{lease_id}/fail", response_model=StageReportOut)
+def fail(
+    lease_id: str,
+    body: FailRequest,
+    request: Request,
+    principal: AgentPrincipal,
+    runtime: RuntimeDep,
+    caused_by: RequestIdDep,
+) -> dict[str, Any]:
+    """Report a stage failed; the bus retries it with backoff or parks the item."""
+    _lease_context(request, lease_id)
+    try:
+        item, position = runtime.app.fail_stage(
+            lease_id,
+            agent=principal.name,
+            error=body.error,
+            retryable=body.retryable,
+            cost_usd=body.cost_usd,
+            tokens_in=body.tokens_in,
+            tokens_out=body.tokens_out,
+            duration_ms=body.duration_ms,
+            trace=body.trace,
+            actor=principal.actor,
+            caused_by=caused_by,
+        )
+    except RepeatedCompletion as repeat:
+        return _repeat(runtime, lease_id, repeat.version)
+    return _report(item, item.stage, item.version, position)

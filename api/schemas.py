@@ -1,0 +1,188 @@
+"""Request and response bodies of the v1 contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+Role = Annotated[str, Field(pattern=r"^(admin|operator|auditor|agent)$")]
+JsonObject = dict[str, Any]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentCreate(Body):
+    name: Name
+    role: Role
+    stages: list[Name] = Field(default_factory=list, max_length=100)
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    stages: list[str]
+    disabled: bool = False
+    token: str | None = None
+
+
+class AgentListOut(BaseModel):
+    agents: list[JsonObject]
+
+
+class ItemCreate(Body):
+    pipeline: Name
+    topic: Name
+    title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    input: JsonObject = Field(default_factory=dict)
+
+
+class Tokens(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    in_: int = Field(alias="in", serialization_alias="in")
+    out: int
+
+
+class ItemOut(BaseModel):
+    id: str
+    pipeline: str
+    pipeline_version: int
+    topic: str
+    title: str
+    stage: str
+    status: str
+    visit: int
+    attempt: int
+    agent: str | None
+    lease_expires_at: datetime | None
+    not_before: datetime | None
+    visits: dict[str, int]
+    transitions: int
+    cost_usd: float
+    tokens: Tokens
+    version: int
+    position: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ItemListOut(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+class ClaimRequest(Body):
+    stage: Name
+    wait_seconds: float = Field(default=0, ge=0, le=30)
+
+
+class LeaseOut(BaseModel):
+    id: str
+    stage: str
+    attempt: int
+    expires_at: datetime
+
+
+class ClaimOut(BaseModel):
+    item: ItemOut
+    lease: LeaseOut
+    input: JsonObject
+    outputs: JsonObject
+
+
+class HeartbeatOut(BaseModel):
+    expires_at: datetime
+    version: int
+    position: int
+
+
+Money = Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=20, decimal_places=10)]
+Count = Annotated[int, Field(ge=0, le=10**12)]
+
+
+class CompleteRequest(Body):
+    outcome: Name | None = None
+    output: Any = None
+    cost_usd: Money = Decimal(0)
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    duration_ms: Count = 0
+    trace: Any = None
+
+
+class FailRequest(Body):
+    error: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+    retryable: bool = True
+    cost_usd: Money = Decimal(0)
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    duration_ms: Count = 0
+    trace: Any = None
+
+
+class StageReportOut(BaseModel):
+    item_id: str
+    stage: str
+    status: str
+    version: int
+    position: int
+
+
+class TopicPut(Body):
+    owner: Annotated[str, StringConstraints(max_length=200)] | None = None
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=100
+    )
+    metadata: JsonObject = Field(default_factory=dict)
+
+
+class EventOut(BaseModel):
+    position: int
+    version: int
+    item_id: str | None = None
+    aggregate_id: str
+    type: str
+    at: datetime
+    actor: str | None
+    caused_by: str | None
+    data: JsonObject
+
+
+class EventListOut(BaseModel):
+    events: list[EventOut]
+    last_position: int
+
+
+class ItemEventsOut(BaseModel):
+    events: list[EventOut]
+
+
+class PipelineOut(BaseModel):
+    name: str
+    version: int
+    spec: JsonObject
+    position: int | None = None
+    updated_at: datetime
+
+
+class ProjectionOut(BaseModel):
+    name: str
+    position: int
+    head: int
+    lag: int
+    running: bool | None
+    error: str | None
+
+
+class OperatorCommandOut(BaseModel):
+    item: ItemOut

@@ -1,0 +1,35 @@
+"""Configuration, read once from the environment (prefix STATEOWNER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STATEOWNER_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="postgresql://… of an external server; unset: embedded PostgreSQL"
+    )
+    data_dir: Path = Field(
+        default=Path("var"), description="where the embedded PostgreSQL keeps its data"
+    )
+    admin_token: SecretStr | None = Field(default=None, description="a built-in admin bearer token")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="larger request bodies get 413"
+    )
+    run_projections: bool = Field(
+        default=True, description="run the projection followers in `serve`"
+    )
+    run_bus: bool = Field(default=True, description="run the bus follower in `serve`")
+    read_wait_seconds: float = Field(
+        default=5.0, gt=0, description="how long a read with min_position waits for its projection"
+    )
+    pool_size: int = Field(default=8, gt=0, description="database connections per process")
+    log_json: bool | None = Field(
+        default=None, description="JSON logs; default: when not on a terminal"
+    )
+    log_level: str = Field(default="info")

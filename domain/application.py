@@ -1,0 +1,422 @@
+"""The application service: loads aggregates, runs their commands, appends what they decided."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording, Tracking
+
+from domain import guards
+from domain.agent import Agent
+from domain.errors import AlreadyExists, ConcurrentUpdate, NotFound, StateConflict
+from domain.item import Item
+from domain.pipeline import Pipeline, parse_spec
+from domain.topic import Topic
+
+T = TypeVar("T")
+
+COMMAND_ATTEMPTS = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def lease_item_id(lease_id: str) -> uuid.UUID:
+    """A lease id names its item, so a lease can be found without a read model."""
+    try:
+        return uuid.UUID(hex=lease_id[:32])
+    except ValueError:
+        raise NotFound(f"no lease {lease_id!r}") from None
+
+
+class StateOwner(Application[uuid.UUID]):
+    """One application, so one global, totally ordered log for every aggregate."""
+
+    name = "StateOwner"
+
+    def __init__(
+        self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock
+
+    def construct_recorder(self) -> ProcessRecorder:
+        # A process recorder lets the bus append its decision and its tracking in one transaction.
+        return self.factory.process_recorder()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _get(self, cls: type[T], aggregate_id: uuid.UUID, what: str) -> T:
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no {what}") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"no {what}")
+        return aggregate
+
+    def _append(self, *aggregates: Aggregate, tracking: Tracking | None = None) -> int:
+        """Append every pending event of the aggregates in one transaction; return the position."""
+        processing_event = ProcessingEvent[uuid.UUID](tracking=tracking)
+        processing_event.collect_events(*aggregates)
+        recordings: list[Recording[uuid.UUID]] = self._record(processing_event)
+        self._notify(recordings)
+        return max((r.notification.id for r in recordings), default=0)
+
+    @contextmanager
+    def _conflicts_as_concurrent_update(self) -> Iterator[None]:
+        try:
+            yield
+        except IntegrityError as error:
+            raise ConcurrentUpdate(str(error)) from error
+
+    def _retrying(self, command: Callable[[], T]) -> T:
+        """Run a load-decide-append command again when another writer appended first."""
+        for _ in range(COMMAND_ATTEMPTS - 1):
+            try:
+                with self._conflicts_as_concurrent_update():
+                    return command()
+            except ConcurrentUpdate:
+                continue
+        with self._conflicts_as_concurrent_update():
+            return command()
+
+    def position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def register_agent(
+        self,
+        *,
+        name: str,
+        role: str,
+        stages: list[str],
+        token_hash: str,
+        request_digest: str,
+        actor: str,
+        caused_by: str,
+    ) -> tuple[Agent, int]:
+        agent = Agent(
+            name=name,
+            role=role,
+            stages=stages,
+            token_hash=token_hash,
+            request_digest=request_digest,
+            actor=actor,
+            caused_by=caused_by,
+        )
+        try:
+            return agent, self._append(agent)
+        except IntegrityError:
+            raise AlreadyExists(f"an agent named {name!r} exists already") from None
+
+    def agent(self, name: str) -> Agent:
+        return self._get(Agent, Agent.create_id(name), f"agent named {name!r}")
+
+    def agent_by_id(self, agent_id: uuid.UUID) -> Agent:
+        return self._get(Agent, agent_id, "such agent")
+
+    def disable_agent(self, name: str, *, actor: str, caused_by: str) -> tuple[Agent, int]:
+        def command() -> tuple[Agent, int]:
+            agent = self.agent(name)
+            agent.disable(actor=actor, caused_by=caused_by)
+            return agent, self._append(agent)
+
+        return self._retrying(command)
+
+    # -- pipelines ----------------------------------------------------------------------------
+
+    def put_pipeline(
+        self, name: str, raw_spec: Any, *, actor: str, caused_by: str
+    ) -> tuple[Pipeline, int]:
+        spec = parse_spec(raw_spec).to_dict()
+
+        def command() -> tuple[Pipeline, int]:
+            try:
+                pipeline = self.pipeline(name)
+            except NotFound:
+                pipeline = Pipeline(name=name, spec=spec, actor=actor, caused_by=caused_by)
+            else:
+                pipeline.revise(spec=spec, actor=actor, caused_by=caused_by)
+            return pipeline, self._append(pipeline)
+
+        return self._retrying(command)
+
+    def pipeline(self, name: str, version: int | None = None) -> Pipeline:
+        try:
+            pipeline = self.repository.get(Pipeline.create_id(name), version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"no pipeline named {name!r}") from None
+        assert isinstance(pipeline, Pipeline)
+        return pipeline
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def put_topic(
+        self,
+        name: str,
+        *,
+        owner: str | None,
+        priority: int,
+        tags: list[str],
+        metadata: dict[str, Any],
+        actor: str,
+        caused_by: str,
+    ) -> tuple[Topic, int]:
+        def command() -> tuple[Topic, int]:
+            try:
+                topic = self._get(Topic, Topic.create_id(name), f"topic named {name!r}")
+            except NotFound:
+                topic = Topic(
+                    name=name,
+                    owner=owner,
+                    priority=priority,
+                    tags=tags,
+                    metadata=metadata,
+                    actor=actor,
+                    caused_by=caused_by,
+                )
+            else:
+                changed = topic.describe(
+                    owner=owner,
+                    priority=priority,
+                    tags=tags,
+                    metadata=metadata,
+                    actor=actor,
+                    caused_by=caused_by,
+                )
+                if not changed:
+                    return topic, self.position()
+            return topic, self._append(topic)
+
+        return self._retrying(command)
+
+    # -- items ----------------------------------------------------------------------------------
+
+    def item(self, item_id: uuid.UUID, version: int | None = None) -> Item:
+        try:
+            item = self.repository.get(item_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"no item {item_id}") from None
+        if not isinstance(item, Item):
+            raise NotFound(f"no item {item_id}")
+        return item
+
+    def create_item(
+        self,
+        *,
+        pipeline: str,
+        topic: str,
+        title: str,
+        input: dict[str, Any],
+        fingerprint: str,
+        actor: str,
+        caused_by: str,
+        item_id: uuid.UUID | None = None,
+    ) -> tuple[Item, int]:
+        spec_holder = self.pipeline(pipeline)
+        item = Item.start(
+            item_id=item_id,
+            pipeline=pipeline,
+            pipeline_version=spec_holder.version,
+            spec=spec_holder.parsed,
+            topic=topic,
+            title=title,
+            input=input,
+            fingerprint=fingerprint,
+            actor=actor,
+            caused_by=caused_by,
+        )
+        try:
+            return item, self._append(item)
+        except IntegrityError:
+            raise AlreadyExists(f"item {item.id} exists already") from None
+
+    def claim(
+        self, item_id: uuid.UUID, *, stage: str, agent: str, actor: str, caused_by: str
+    ) -> tuple[Item, str, int]:
+        """Claim one ready item. A rival claim that appended first makes this one fail at once."""
+        item = self.item(item_id)
+        lease_id = item.claim(
+            stage=stage, agent=agent, now=self.clock(), actor=actor, caused_by=caused_by
+        )
+        with self._conflicts_as_concurrent_update():
+            position = self._append(item)
+        return item, lease_id, position
+
+    def renew_lease(
+        self, lease_id: str, *, agent: str, actor: str, caused_by: str
+    ) -> tuple[Item, int]:
+        def command() -> tuple[Item, int]:
+            item = self.item(lease_item_id(lease_id))
+            item.renew_lease(
+                lease_id=lease_id, agent=agent, now=self.clock(), actor=actor, caused_by=caused_by
+            )
+            return item, self._append(item)
+
+        return self._retrying(command)
+
+    def complete_stage(
+        self,
+        lease_id: str,
+        *,
+        agent: str,
+        outcome: str | None,
+        output: Any,
+        cost_usd: Decimal,
+        tokens_in: int,
+        tokens_out: int,
+        duration_ms: int,
+        trace: Any,
+        actor: str,
+        caused_by: str,
+    ) -> tuple[Item, int]:
+        def command() -> tuple[Item, int]:
+            item = self.item(lease_item_id(lease_id))
+            item.complete_stage(
+                lease_id=lease_id,
+                agent=agent,
+                now=self.clock(),
+                outcome=outcome,
+                output=output,
+                cost_usd=cost_usd,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                duration_ms=duration_ms,
+                trace=trace,
+                actor=actor,
+                caused_by=caused_by,
+            )
+            return item, self._append(item)
+
+        return self._retrying(command)
+
+    def fail_stage(
+        self,
+        lease_id: str,
+        *,
+        agent: str,
+        error: str,
+        retryable: bool,
+        cost_usd: Decimal,
+        tokens_in: int,
+        tokens_out: int,
+        duration_ms: int,
+        trace: Any,
+        actor: str,
+        caused_by: str,
+    ) -> tuple[Item, int]:
+        def command() -> tuple[Item, int]:
+            item = self.item(lease_item_id(lease_id))
+            item.fail_stage(
+                lease_id=lease_id,
+                agent=agent,
+                now=self.clock(),
+                error=error,
+                retryable=retryable,
+                cost_usd=cost_usd,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                duration_ms=duration_ms,
+                trace=trace,
+                actor=actor,
+                caused_by=caused_by,
+            )
+            return item, self._append(item)
+
+        return self._retrying(command)
+
+    def expire_lease(self, item_id: uuid.UUID, *, actor: str, caused_by: str) -> tuple[Item, int]:
+        def command() -> tuple[Item, int]:
+            item = self.item(item_id)
+            item.expire_lease(now=self.clock(), actor=actor, caused_by=caused_by)
+            return item, self._append(item)
+
+        return self._retrying(command)
+
+    def retry_item(self, item_id: uuid.UUID, *, actor: str, caused_by: str) -> tuple[Item, int]:
+        return self._operate(item_id, lambda item: item.retry(actor=actor, caused_by=caused_by))
+
+    def cancel_item(self, item_id: uuid.UUID, *, actor: str, caused_by: str) -> tuple[Item, int]:
+        return self._operate(item_id, lambda item: item.cancel(actor=actor, caused_by=caused_by))
+
+    def resume_item(self, item_id: uuid.UUID, *, actor: str, caused_by: str) -> tuple[Item, int]:
+        return self._operate(item_id, lambda item: item.resume(actor=actor, caused_by=caused_by))
+
+    def _operate(self, item_id: uuid.UUID, change: Callable[[Item], None]) -> tuple[Item, int]:
+        def command() -> tuple[Item, int]:
+            item = self.item(item_id)
+            change(item)
+            return item, self._append(item)
+
+        return self._retrying(command)
+
+    # -- the bus's decision point ------------------------------------------------------------------
+
+    def decide(
+        self,
+        item_id: uuid.UUID,
+        trigger_version: int,
+        trigger: Any,
+        *,
+        tracking: Tracking | None,
+        actor: str,
+    ) -> int | None:
+        """Append the decision a stage's end calls for, with the bus's tracking, exactly once.
+
+        Returns the position reached, or None when the trigger needs no decision (any more).
+        """
+        item = self.item(item_id)
+        if not item.awaits_decision_on(trigger_version):
+            return None
+        caused_by = str(trigger.id) if hasattr(trigger, "id") else str(trigger_version)
+        spec = item.parsed_spec
+        trigger_type = type(trigger).__name__
+        if trigger_type == "StageCompleted":
+            decision = guards.after_completion(
+                spec, item.stage, trigger.outcome, item.visits, item.transitions, item.path
+            )
+        elif trigger_type == "StageFailed":
+            decision = guards.after_failure(
+                spec,
+                item.stage,
+                item.attempt,
+                retryable=trigger.retryable,
+                error=trigger.error,
+                failed_at=trigger.timestamp,
+            )
+        elif trigger_type == "LeaseExpired":
+            decision = guards.after_failure(
+                spec,
+                item.stage,
+                item.attempt,
+                retryable=True,
+                error="the lease expired",
+                failed_at=trigger.timestamp,
+            )
+        else:
+            raise StateConflict(f"{trigger_type} calls for no decision")
+        if isinstance(decision, guards.Complete):
+            item.finish(actor=actor, caused_by=caused_by)
+        elif isinstance(decision, guards.Park):
+            item.park(
+                reason=decision.reason, detail=decision.detail, actor=actor, caused_by=caused_by
+            )
+        else:
+            item.advance_to(
+                stage=decision.stage,
+                not_before=decision.not_before,
+                reason=decision.reason,
+                actor=actor,
+                caused_by=caused_by,
+            )
+        return self._append(item, tracking=tracking)

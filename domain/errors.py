@@ -1,0 +1,51 @@
+"""Domain errors: each names a rule the domain refused to break. `api/` maps them to HTTP."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A command was refused by a domain rule."""
+
+
+class NotFound(DomainError):
+    """The named aggregate does not exist."""
+
+
+class AlreadyExists(DomainError):
+    """An aggregate with that identity exists already."""
+
+
+class InvalidPipelineSpec(DomainError):
+    """A pipeline spec breaks a structural rule."""
+
+
+class InvalidCommand(DomainError):
+    """A command's arguments make no sense for the aggregate (an unknown outcome, say)."""
+
+
+class StateConflict(DomainError):
+    """The aggregate is not in a state that allows the command."""
+
+
+class LeaseLost(DomainError):
+    """The lease is expired, superseded or finished: its holder no longer owns the stage."""
+
+
+class RepeatedCompletion(DomainError):
+    """The lease was already finished with exactly this report; the first answer stands."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"lease already finished at version {version}")
+        self.version = version
+
+
+class ReportMismatch(DomainError):
+    """The lease was already finished with a different report."""
+
+
+class ConcurrentUpdate(DomainError):
+    """Another writer appended to the aggregate first; the command can be retried."""
+
+
+class NotLeaseHolder(DomainError):
+    """The lease is held by another agent."""

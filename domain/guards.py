@@ -1,0 +1,100 @@
+"""Pure decisions the bus takes after a stage finishes: advance, retry, complete or park."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from domain.pipeline import PipelineSpec, next_stage
+
+
+@dataclass(frozen=True)
+class Advance:
+    stage: str
+    reason: str
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Complete:
+    pass
+
+
+@dataclass(frozen=True)
+class Park:
+    reason: str
+    detail: str
+
+
+Decision = Advance | Complete | Park
+
+
+def loop_guard(
+    spec: PipelineSpec, target: str, visits: Mapping[str, int], transitions: int, path: list[str]
+) -> Park | None:
+    """Refuse a transition that would visit a stage or move the item more often than allowed."""
+    if visits.get(target, 0) + 1 > spec.max_visits_per_stage:
+        return Park(
+            reason="loop_guard",
+            detail=(
+                f"stage {target!r} would be visited {visits.get(target, 0) + 1} times "
+                f"(max_visits_per_stage {spec.max_visits_per_stage}); path: "
+                + " -> ".join([*path, target])
+            ),
+        )
+    if transitions + 1 > spec.max_transitions:
+        return Park(
+            reason="loop_guard",
+            detail=(
+                f"transition {transitions + 1} exceeds max_transitions {spec.max_transitions}; path: "
+                + " -> ".join([*path, target])
+            ),
+        )
+    return None
+
+
+def retry_delay(base_seconds: float, attempt: int) -> timedelta:
+    """Exponential backoff: the base after the first attempt, doubling after each further one."""
+    return timedelta(seconds=base_seconds * (2 ** max(attempt - 1, 0)))
+
+
+def after_completion(
+    spec: PipelineSpec,
+    stage: str,
+    outcome: str | None,
+    visits: Mapping[str, int],
+    transitions: int,
+    path: list[str],
+) -> Decision:
+    target = next_stage(spec, stage, outcome)
+    if target is None:
+        return Complete()
+    return loop_guard(spec, target, visits, transitions, path) or Advance(target, "advanced")
+
+
+def after_failure(
+    spec: PipelineSpec,
+    stage: str,
+    attempt: int,
+    *,
+    retryable: bool,
+    error: str,
+    failed_at: datetime,
+) -> Decision:
+    """A failed or expired attempt is retried with backoff while attempts remain."""
+    if not retryable:
+        return Park(
+            reason="failed", detail=f"stage {stage!r} failed and may not be retried: {error}"
+        )
+    stage_spec = spec.stage(stage)
+    if attempt >= stage_spec.max_attempts:
+        return Park(
+            reason="retries_exhausted",
+            detail=f"stage {stage!r} failed {attempt} of {stage_spec.max_attempts} attempts: {error}",
+        )
+    return Advance(
+        stage,
+        "retry",
+        not_before=failed_at + retry_delay(stage_spec.retry_backoff_seconds, attempt),
+    )

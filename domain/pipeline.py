@@ -1,0 +1,192 @@
+"""The Pipeline aggregate and its spec: the stages an item travels and the limits on the way."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidPipelineSpec
+
+PIPELINE_NAMESPACE = uuid.UUID("6f1c1b2e-3f57-4a55-9a0e-5a1f3e1f7a01")
+DONE_OUTCOME = "done"
+
+STAGE_KEYS = {"name", "max_attempts", "lease_seconds", "retry_backoff_seconds", "on"}
+SPEC_KEYS = {"stages", "max_visits_per_stage", "max_transitions", "item_budget_usd"}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    max_attempts: int = 3
+    lease_seconds: float = 300.0
+    retry_backoff_seconds: float = 2.0
+    on: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    stages: tuple[StageSpec, ...]
+    max_visits_per_stage: int = 3
+    max_transitions: int = 50
+    item_budget_usd: float | None = None
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise InvalidPipelineSpec(f"no stage named {name!r}")
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
+
+    @property
+    def first_stage(self) -> str:
+        return self.stages[0].name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stages": [
+                {
+                    "name": s.name,
+                    "max_attempts": s.max_attempts,
+                    "lease_seconds": s.lease_seconds,
+                    "retry_backoff_seconds": s.retry_backoff_seconds,
+                    "on": dict(s.on),
+                }
+                for s in self.stages
+            ],
+            "max_visits_per_stage": self.max_visits_per_stage,
+            "max_transitions": self.max_transitions,
+            "item_budget_usd": self.item_budget_usd,
+        }
+
+
+def _positive_number(value: Any, where: str, *, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidPipelineSpec(f"{where} must be a number, got {value!r}")
+    if integer and not isinstance(value, int):
+        raise InvalidPipelineSpec(f"{where} must be a whole number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidPipelineSpec(f"{where} must be positive, got {value!r}")
+    return value
+
+
+def _non_negative_number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidPipelineSpec(f"{where} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidPipelineSpec(f"{where} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _stage(raw: Any, index: int) -> StageSpec:
+    where = f"stages[{index}]"
+    if not isinstance(raw, Mapping):
+        raise InvalidPipelineSpec(f"{where} must be an object")
+    unknown = set(raw) - STAGE_KEYS
+    if unknown:
+        raise InvalidPipelineSpec(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidPipelineSpec(f"{where}.name must be a non-empty string")
+    if name != name.strip() or len(name) > 100:
+        raise InvalidPipelineSpec(f"{where}.name {name!r} must be trimmed and at most 100 chars")
+    on = raw.get("on", {})
+    if not isinstance(on, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in on.items()
+    ):
+        raise InvalidPipelineSpec(f"{where}.on must map outcome names to stage names")
+    if DONE_OUTCOME in on:
+        raise InvalidPipelineSpec(f"{where}.on must not redefine the {DONE_OUTCOME!r} outcome")
+    return StageSpec(
+        name=name,
+        max_attempts=_positive_number(
+            raw.get("max_attempts", 3), f"{where}.max_attempts", integer=True
+        ),
+        lease_seconds=float(
+            _positive_number(raw.get("lease_seconds", 300), f"{where}.lease_seconds")
+        ),
+        retry_backoff_seconds=_non_negative_number(
+            raw.get("retry_backoff_seconds", 2), f"{where}.retry_backoff_seconds"
+        ),
+        on=dict(on),
+    )
+
+
+def parse_spec(raw: Any) -> PipelineSpec:
+    """Validate a spec as given by an operator and return it normalised, or name what is wrong."""
+    if not isinstance(raw, Mapping):
+        raise InvalidPipelineSpec("a pipeline spec must be an object")
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise InvalidPipelineSpec(f"unknown keys: {', '.join(sorted(unknown))}")
+    raw_stages = raw.get("stages")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise InvalidPipelineSpec("stages must be a non-empty list: a pipeline needs a stage")
+    stages = tuple(_stage(s, i) for i, s in enumerate(raw_stages))
+    names = [s.name for s in stages]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidPipelineSpec(f"duplicate stage names: {', '.join(duplicates)}")
+    for stage in stages:
+        for outcome, target in stage.on.items():
+            if target not in names:
+                raise InvalidPipelineSpec(
+                    f"stage {stage.name!r} routes outcome {outcome!r} to unknown stage {target!r}"
+                )
+    budget = raw.get("item_budget_usd")
+    return PipelineSpec(
+        stages=stages,
+        max_visits_per_stage=_positive_number(
+            raw.get("max_visits_per_stage", 3), "max_visits_per_stage", integer=True
+        ),
+        max_transitions=_positive_number(
+            raw.get("max_transitions", 50), "max_transitions", integer=True
+        ),
+        item_budget_usd=None
+        if budget is None
+        else float(_positive_number(budget, "item_budget_usd")),
+    )
+
+
+def next_stage(spec: PipelineSpec, stage: str, outcome: str | None) -> str | None:
+    """The stage a completion leads to, or None when it completes the item."""
+    current = spec.stage(stage)
+    if outcome is not None and outcome != DONE_OUTCOME:
+        if outcome not in current.on:
+            raise InvalidPipelineSpec(f"stage {stage!r} has no route for outcome {outcome!r}")
+        return current.on[outcome]
+    names = spec.stage_names
+    index = names.index(stage)
+    return names[index + 1] if index + 1 < len(names) else None
+
+
+def known_outcomes(spec: PipelineSpec, stage: str) -> list[str]:
+    return [DONE_OUTCOME, *spec.stage(stage).on]
+
+
+class Pipeline(Aggregate):
+    """A named, versioned spec. Each revision is a new version; items keep the one they began on."""
+
+    @staticmethod
+    def create_id(name: str) -> uuid.UUID:
+        return uuid.uuid5(PIPELINE_NAMESPACE, name)
+
+    @event("PipelineDefined")
+    def __init__(self, name: str, spec: dict[str, Any], actor: str, caused_by: str) -> None:
+        self.name = name
+        self.spec = spec
+
+    @event("PipelineRevised")
+    def revise(self, spec: dict[str, Any], actor: str, caused_by: str) -> None:
+        self.spec = spec
+
+    @property
+    def parsed(self) -> PipelineSpec:
+        return parse_spec(self.spec)

@@ -1,0 +1,93 @@
+"""agents: each identity, its scope, and what it has done."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from projections.base import View, handles
+
+
+class AgentsView(View):
+    name = "agents"
+    tables = {"agents": ("name",)}
+
+    def table_statements(self) -> Sequence[sql.Composable]:
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                "name text PRIMARY KEY, agent_id uuid NOT NULL, role text NOT NULL, "
+                "stages jsonb NOT NULL, disabled boolean NOT NULL, claims int NOT NULL, "
+                "completions int NOT NULL, failures int NOT NULL, expired int NOT NULL, "
+                "cost_usd numeric NOT NULL, tokens_in bigint NOT NULL, tokens_out bigint NOT NULL, "
+                "last_active_at timestamptz, created_by text NOT NULL, "
+                "created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL)"
+            ).format(self.table("agents"))
+        ]
+
+    @handles("AgentRegistered")
+    def agent_registered(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (name, agent_id, role, stages, disabled, claims, completions, "
+                "failures, expired, cost_usd, tokens_in, tokens_out, created_by, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, false, 0, 0, 0, 0, 0, 0, 0, %s, %s, %s)"
+            ).format(self.table("agents")),
+            (
+                event.name,
+                event.originator_id,
+                event.role,
+                Jsonb(event.stages),
+                event.actor,
+                event.timestamp,
+                event.timestamp,
+            ),
+        )
+
+    @handles("AgentDisabled")
+    def agent_disabled(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL("UPDATE {} SET disabled = true, updated_at = %s WHERE agent_id = %s").format(
+                self.table("agents")
+            ),
+            (event.timestamp, event.originator_id),
+        )
+
+    def _activity(self, curs: Cursor[DictRow], event: Any, assignments: str, **params: Any) -> None:
+        curs.execute(
+            sql.SQL(
+                "UPDATE {} SET " + assignments + ", last_active_at = %(at)s, updated_at = %(at)s "
+                "WHERE name = %(agent)s"
+            ).format(self.table("agents")),
+            {**params, "agent": event.agent, "at": event.timestamp},
+        )
+
+    @handles("StageClaimed")
+    def stage_claimed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._activity(curs, event, "claims = claims + 1")
+
+    @handles("StageCompleted", "StageFailed")
+    def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        counter = "completions" if type(event).__name__ == "StageCompleted" else "failures"
+        self._activity(
+            curs,
+            event,
+            f"{counter} = {counter} + 1, cost_usd = cost_usd + %(cost)s, "
+            "tokens_in = tokens_in + %(tokens_in)s, tokens_out = tokens_out + %(tokens_out)s",
+            cost=event.cost_usd,
+            tokens_in=event.tokens_in,
+            tokens_out=event.tokens_out,
+        )
+
+    @handles("LeaseExpired")
+    def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL("UPDATE {} SET expired = expired + 1, updated_at = %s WHERE name = %s").format(
+                self.table("agents")
+            ),
+            (event.timestamp, event.agent),
+        )

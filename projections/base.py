@@ -1,0 +1,129 @@
+"""A view is a set of tables plus a tracking position, written together in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+
+from domain.application import StateOwner
+
+LOG_NAME = StateOwner.name
+EventHandler = Callable[[Any, Any, int, "Cursor[DictRow]"], None]
+
+
+class PositionMoved(Exception):
+    """Another writer (a second runner, a rebuild) moved the view's position: re-read and go on."""
+
+
+def handles(*event_names: str) -> Callable[[EventHandler], EventHandler]:
+    def mark(method: EventHandler) -> EventHandler:
+        method.__dict__.setdefault("handles", []).extend(event_names)
+        return method
+
+    return mark
+
+
+class View(PostgresTrackingRecorder):
+    """A materialised view of the log in the eventsourcing TrackingRecorder pattern."""
+
+    name: ClassVar[str]
+    # table name -> its primary key columns; the order is the order tables are created in.
+    tables: ClassVar[dict[str, tuple[str, ...]]]
+    _handlers: ClassVar[dict[str, str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers = {}
+        for klass in reversed(cls.__mro__):
+            for attribute, value in vars(klass).items():
+                for event_name in getattr(value, "handles", ()):
+                    cls._handlers[event_name] = attribute
+
+    def __init__(self, datastore: PostgresDatastore, *, live: bool = True) -> None:
+        super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
+        self.live = live
+        self.sql_create_statements = [
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.datastore.schema)),
+            *self.sql_create_statements,
+            *self.table_statements(),
+        ]
+
+    # -- identifiers --------------------------------------------------------------------------
+
+    def table(self, name: str) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.datastore.schema), sql.Identifier(name))
+
+    @property
+    def tracking_table(self) -> sql.Composed:
+        return self.table(self.tracking_table_name)
+
+    def table_statements(self) -> Sequence[sql.Composable]:
+        raise NotImplementedError
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                sql.SQL(
+                    "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(self.tracking_table),
+                (LOG_NAME,),
+            )
+
+    def drop_tables(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for name in [*reversed(list(self.tables)), self.tracking_table_name]:
+                curs.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table(name)))
+
+    # -- position ------------------------------------------------------------------------------
+
+    def position(self) -> int:
+        return self.max_tracking_id(LOG_NAME) or 0
+
+    def position_in(self, conn: Any) -> int:
+        row = conn.execute(
+            sql.SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
+                self.tracking_table
+            ),
+            (LOG_NAME,),
+        ).fetchone()
+        return int(row["notification_id"]) if row else 0
+
+    def _locked_position(self, curs: Cursor[DictRow]) -> int:
+        curs.execute(
+            sql.SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(
+                self.tracking_table
+            ),
+            (LOG_NAME,),
+        )
+        row = curs.fetchone()
+        return int(row["notification_id"]) if row else 0
+
+    # -- processing ----------------------------------------------------------------------------
+
+    def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
+        """Apply events that follow position `after`, and move the position, atomically."""
+        if not batch:
+            return
+        with self.datastore.transaction(commit=True) as curs:
+            if self._locked_position(curs) != after:
+                raise PositionMoved(self.name)
+            for domain_event, position in batch:
+                handler_name = self._handlers.get(type(domain_event).__name__)
+                if handler_name is not None:
+                    getattr(self, handler_name)(domain_event, position, curs)
+            self._insert_tracking(curs, Tracking(LOG_NAME, batch[-1][1]))
+
+    def set_position(self, curs: Cursor[DictRow], position: int) -> None:
+        curs.execute(
+            sql.SQL("UPDATE {} SET notification_id = %s WHERE application_name = %s").format(
+                self.tracking_table
+            ),
+            (position, LOG_NAME),
+        )

@@ -1,0 +1,148 @@
+"""Followers tail the global log: wake on NOTIFY, process in batches, resume from tracking."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+import structlog
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+from psycopg import sql
+
+from projections.base import PositionMoved
+
+log = structlog.get_logger(__name__)
+
+BATCH_SIZE = 500
+IDLE_WAKE_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 5.0
+
+
+class BatchHandler(Protocol):
+    name: str
+
+    def position(self) -> int: ...
+
+    def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None: ...
+
+
+@dataclass
+class FollowerState:
+    position: int = 0
+    running: bool = False
+    error: str | None = None
+    failures: int = 0
+    last_processed_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_batch(
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    after: int,
+    limit: int,
+    stop: int | None = None,
+) -> list[tuple[Any, int]]:
+    notifications: Sequence[Notification] = recorder.select_notifications(
+        start=after, limit=limit, stop=stop, inclusive_of_start=False
+    )
+    return [(mapper.to_domain_event(n), n.id) for n in notifications]
+
+
+class Follower:
+    """Runs one handler over the log in a thread, supervised: errors are retried with backoff
+    and shown in `state`, never silently swallowed; a dead LISTEN connection is reopened."""
+
+    def __init__(
+        self,
+        handler: BatchHandler,
+        recorder: ApplicationRecorder,
+        mapper: Mapper[Any],
+        conninfo: str,
+        channel: str,
+        on_batch: Callable[[BatchHandler, int], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.recorder = recorder
+        self.mapper = mapper
+        self.conninfo = conninfo
+        self.channel = channel
+        self.on_batch = on_batch
+        self.state = FollowerState()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: psycopg.Connection[Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.handler.name
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"follower-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._close_listener()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        if self._listener is None or self._listener.closed:
+            self._listener = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        return self._listener
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None
+
+    def _wait_for_news(self) -> None:
+        listener = self._listen()
+        for _ in listener.notifies(timeout=IDLE_WAKE_SECONDS, stop_after=1):
+            pass
+
+    def _recovered(self, position: int) -> None:
+        if self.state.error is not None:
+            log.info("follower_recovered", follower=self.name, position=position)
+            self.state.error = None
+
+    def _run(self) -> None:
+        self.state.running = True
+        backoff = 0.05
+        while not self._stopping.is_set():
+            try:
+                self._listen()  # before reading, so no NOTIFY can slip between read and wait
+                after = self.handler.position()
+                batch = read_batch(self.recorder, self.mapper, after, BATCH_SIZE)
+                if batch:
+                    try:
+                        self.handler.process_batch(batch, after)
+                    except PositionMoved:
+                        continue
+                    self.state.position = batch[-1][1]
+                    self.state.last_processed_at = time.time()
+                    self._recovered(after)
+                    backoff = 0.05
+                    if self.on_batch is not None:
+                        self.on_batch(self.handler, len(batch))
+                    continue
+                self.state.position = after
+                self._recovered(after)
+                backoff = 0.05
+                self._wait_for_news()
+            except Exception as error:  # a follower must outlive any one failure, visibly
+                self.state.error = f"{type(error).__name__}: {error}"
+                self.state.failures += 1
+                log.error("follower_failed", follower=self.name, error=self.state.error)
+                self._close_listener()
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        self.state.running = False

@@ -1,0 +1,174 @@
+"""item_status: one row per item — where it stands, who holds it, what it cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from projections.base import View, handles
+
+READY_CHANNEL = "stateowner_ready"
+
+
+class ItemStatusView(View):
+    name = "item_status"
+    tables = {"item_status": ("item_id",)}
+
+    def table_statements(self) -> Sequence[sql.Composable]:
+        table = self.table("item_status")
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                "item_id uuid PRIMARY KEY, pipeline text NOT NULL, pipeline_version int NOT NULL, "
+                "topic text NOT NULL, title text NOT NULL, stage text NOT NULL, status text NOT NULL, "
+                "visit int NOT NULL, attempt int NOT NULL, agent text, lease_id text, "
+                "lease_expires_at timestamptz, not_before timestamptz, ready_at timestamptz, "
+                "visits jsonb NOT NULL, transitions int NOT NULL, cost_usd numeric NOT NULL, "
+                "tokens_in bigint NOT NULL, tokens_out bigint NOT NULL, version int NOT NULL, "
+                "position bigint NOT NULL, created_by text NOT NULL, created_at timestamptz NOT NULL, "
+                "updated_at timestamptz NOT NULL)"
+            ).format(table),
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (stage, status, ready_at, position)"
+            ).format(sql.Identifier("item_status_ready_idx"), table),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (topic, created_at, item_id)").format(
+                sql.Identifier("item_status_topic_idx"), table
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (status, created_at, item_id)").format(
+                sql.Identifier("item_status_status_idx"), table
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (created_at, item_id)").format(
+                sql.Identifier("item_status_created_idx"), table
+            ),
+        ]
+
+    def _update(
+        self, curs: Cursor[DictRow], event: Any, position: int, assignments: str, **params: Any
+    ) -> None:
+        statement = sql.SQL(
+            "UPDATE {} SET " + assignments + ", version = %(version)s, position = %(position)s, "
+            "updated_at = %(at)s WHERE item_id = %(item_id)s"
+        ).format(self.table("item_status"))
+        curs.execute(
+            statement,
+            {
+                **params,
+                "version": event.originator_version,
+                "position": position,
+                "at": event.timestamp,
+                "item_id": event.originator_id,
+            },
+        )
+
+    @handles("ItemCreated")
+    def item_created(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (item_id, pipeline, pipeline_version, topic, title, stage, status, "
+                "visit, attempt, visits, transitions, cost_usd, tokens_in, tokens_out, version, "
+                "position, created_by, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, '', "
+                "'ready', 0, 0, '{{}}', 0, 0, 0, 0, %s, %s, %s, %s, %s)"
+            ).format(self.table("item_status")),
+            (
+                event.originator_id,
+                event.pipeline,
+                event.pipeline_version,
+                event.topic,
+                event.title,
+                event.originator_version,
+                position,
+                event.actor,
+                event.timestamp,
+                event.timestamp,
+            ),
+        )
+
+    @handles("StageReady")
+    def stage_ready(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._update(
+            curs,
+            event,
+            position,
+            "transitions = transitions + CASE WHEN stage <> '' AND "
+            "COALESCE((visits ->> %(stage)s)::int, 0) <> %(visit)s THEN 1 ELSE 0 END, "
+            "visits = jsonb_set(visits, ARRAY[%(stage)s], to_jsonb(%(visit)s::int)), "
+            "stage = %(stage)s, status = 'ready', visit = %(visit)s, attempt = %(attempt)s, "
+            "not_before = %(not_before)s, ready_at = %(at)s, agent = NULL, lease_id = NULL, "
+            "lease_expires_at = NULL",
+            stage=event.stage,
+            visit=event.visit,
+            attempt=event.attempt,
+            not_before=event.not_before,
+        )
+        if self.live:
+            curs.execute("SELECT pg_notify(%s, %s)", (READY_CHANNEL, event.stage))
+
+    @handles("StageClaimed")
+    def stage_claimed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._update(
+            curs,
+            event,
+            position,
+            "status = 'claimed', agent = %(agent)s, lease_id = %(lease_id)s, "
+            "lease_expires_at = %(expires_at)s, attempt = %(attempt)s",
+            agent=event.agent,
+            lease_id=event.lease_id,
+            expires_at=event.expires_at,
+            attempt=event.attempt,
+        )
+
+    @handles("LeaseRenewed")
+    def lease_renewed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._update(
+            curs, event, position, "lease_expires_at = %(expires_at)s", expires_at=event.expires_at
+        )
+
+    @handles("StageCompleted", "StageFailed")
+    def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._update(
+            curs,
+            event,
+            position,
+            "status = 'advancing', agent = NULL, lease_id = NULL, lease_expires_at = NULL, "
+            "cost_usd = cost_usd + %(cost)s, tokens_in = tokens_in + %(tokens_in)s, "
+            "tokens_out = tokens_out + %(tokens_out)s",
+            cost=event.cost_usd,
+            tokens_in=event.tokens_in,
+            tokens_out=event.tokens_out,
+        )
+
+    @handles("LeaseExpired")
+    def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._update(
+            curs,
+            event,
+            position,
+            "status = 'advancing', agent = NULL, lease_id = NULL, lease_expires_at = NULL",
+        )
+
+    @handles("ItemParked", "ItemHalted", "ItemCompleted", "ItemCancelled")
+    def item_stopped(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        status = {
+            "ItemParked": "parked",
+            "ItemHalted": "halted",
+            "ItemCompleted": "done",
+            "ItemCancelled": "cancelled",
+        }[type(event).__name__]
+        self._update(
+            curs,
+            event,
+            position,
+            "status = %(status)s, agent = NULL, lease_id = NULL, lease_expires_at = NULL",
+            status=status,
+        )
+
+    @handles("ItemResumed")
+    def item_resumed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._update(curs, event, position, "status = status")
+
+
+__all__ = ["READY_CHANNEL", "ItemStatusView", "Jsonb"]

@@ -1,0 +1,208 @@
+"""Rebuild and verify: replay the log into shadow tables, then install them or diff them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import ApplicationRecorder, Mapper
+from eventsourcing.postgres import PostgresDatastore
+from psycopg import sql
+
+from projections.agents import AgentsView
+from projections.base import View
+from projections.follower import read_batch
+from projections.item_status import ItemStatusView
+from projections.topics import TopicsView
+
+VIEWS: dict[str, type[View]] = {
+    view.name: view for view in (ItemStatusView, TopicsView, AgentsView)
+}
+SHADOW_SCHEMA = "stateowner_shadow"
+SNAPSHOT_SCHEMA = "stateowner_snapshot"
+REBUILD_BATCH = 2000
+
+Progress = Callable[[int], None]
+
+
+def views_named(name: str | None) -> list[type[View]]:
+    if name is None:
+        return list(VIEWS.values())
+    if name not in VIEWS:
+        raise KeyError(f"no projection named {name!r}; known: {', '.join(VIEWS)}")
+    return [VIEWS[name]]
+
+
+def datastore_like(live: PostgresDatastore, schema: str) -> PostgresDatastore:
+    """A datastore on the same database as `live`, in another schema."""
+    kwargs = live.pool.kwargs
+    return PostgresDatastore(
+        dbname=kwargs["dbname"],
+        host=kwargs["host"],
+        port=kwargs["port"],
+        user=kwargs["user"],
+        password=kwargs["password"],
+        pool_size=1,
+        max_overflow=1,
+        schema=schema,
+    )
+
+
+@contextmanager
+def shadow_datastore(live: PostgresDatastore, schema: str) -> Iterator[PostgresDatastore]:
+    datastore = datastore_like(live, schema)
+    try:
+        yield datastore
+    finally:
+        datastore.close()
+
+
+def replay(
+    view: View,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    *,
+    stop: int | None,
+    progress: Progress | None = None,
+) -> int:
+    """Replay the log from the start into a freshly created view, committing every batch."""
+    view.drop_tables()
+    view.create_table()
+    after = 0
+    while True:
+        batch = read_batch(recorder, mapper, after, REBUILD_BATCH, stop=stop)
+        if not batch:
+            return after
+        view.process_batch(batch, after)
+        after = batch[-1][1]
+        if progress is not None:
+            progress(len(batch))
+        if stop is not None and after >= stop:
+            return after
+
+
+def install(shadow: View, live: View) -> int:
+    """Replace the live rows with the rebuilt ones, and the live position with the shadow's."""
+    position = shadow.position()
+    with live.datastore.transaction(commit=True) as curs:
+        live._locked_position(curs)  # hold off the live runner until the swap commits
+        for table in live.tables:
+            curs.execute(sql.SQL("DELETE FROM {}").format(live.table(table)))
+            curs.execute(
+                sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
+                    live.table(table), shadow.table(table)
+                )
+            )
+        live.set_position(curs, position)
+    shadow.drop_tables()
+    return position
+
+
+def rebuild(
+    view_class: type[View],
+    live_datastore: PostgresDatastore,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    progress: Progress | None = None,
+) -> int:
+    live = view_class(live_datastore)
+    live.create_table()
+    with shadow_datastore(live_datastore, SHADOW_SCHEMA) as datastore:
+        shadow = view_class(datastore, live=False)
+        replay(shadow, recorder, mapper, stop=None, progress=progress)
+        return install(shadow, live)
+
+
+@dataclass(frozen=True)
+class Difference:
+    table: str
+    key: dict[str, Any]
+    live: dict[str, Any] | None
+    rebuilt: dict[str, Any] | None
+
+    def describe(self) -> str:
+        key = ", ".join(f"{k}={v}" for k, v in self.key.items())
+        if self.rebuilt is None:
+            return f"{self.table} [{key}]: in the live table, absent from a replay of the log"
+        if self.live is None:
+            return f"{self.table} [{key}]: missing from the live table"
+        changed = [
+            f"{column}: live={self.live[column]!r} rebuilt={self.rebuilt[column]!r}"
+            for column in self.live
+            if self.live[column] != self.rebuilt.get(column)
+        ]
+        return f"{self.table} [{key}]: " + "; ".join(changed)
+
+
+def _snapshot(live: View, snapshot: View) -> int:
+    """Copy the live rows and their position as of one instant (one REPEATABLE READ snapshot)."""
+    snapshot.drop_tables()
+    with live.datastore.get_connection() as conn:
+        conn.autocommit = False
+        try:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            position = live.position_in(conn)
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SNAPSHOT_SCHEMA))
+            )
+            for table in live.tables:
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(
+                        snapshot.table(table), live.table(table)
+                    )
+                )
+            conn.commit()
+        finally:
+            conn.autocommit = True
+    return position
+
+
+def _differences(view: View, left: View, right: View) -> list[Difference]:
+    found: list[Difference] = []
+    with view.datastore.get_connection() as conn:
+        for table, keys in view.tables.items():
+            only: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
+            for side, a, b in (("live", left, right), ("rebuilt", right, left)):
+                rows = conn.execute(
+                    sql.SQL("SELECT * FROM {} EXCEPT SELECT * FROM {}").format(
+                        a.table(table), b.table(table)
+                    )
+                ).fetchall()
+                only[side] = {tuple(row[k] for k in keys): dict(row) for row in rows}
+            for key in sorted(set(only["live"]) | set(only["rebuilt"]), key=str):
+                found.append(
+                    Difference(
+                        table=table,
+                        key=dict(zip(keys, key, strict=True)),
+                        live=only["live"].get(key),
+                        rebuilt=only["rebuilt"].get(key),
+                    )
+                )
+    return found
+
+
+def verify(
+    view_class: type[View],
+    live_datastore: PostgresDatastore,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    progress: Progress | None = None,
+) -> tuple[int, list[Difference]]:
+    """Rebuild into shadow tables up to the live position and list every row that differs."""
+    live = view_class(live_datastore)
+    live.create_table()
+    with (
+        shadow_datastore(live_datastore, SNAPSHOT_SCHEMA) as snapshot_store,
+        shadow_datastore(live_datastore, SHADOW_SCHEMA) as shadow_store,
+    ):
+        snapshot = view_class(snapshot_store, live=False)
+        shadow = view_class(shadow_store, live=False)
+        position = _snapshot(live, snapshot)
+        replay(shadow, recorder, mapper, stop=position, progress=progress)
+        try:
+            return position, _differences(live, snapshot, shadow)
+        finally:
+            shadow.drop_tables()
+            snapshot.drop_tables()

@@ -1,0 +1,67 @@
+"""Wakes waiting claims the moment item_status makes a stage ready, in any process."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from projections.item_status import READY_CHANNEL
+
+log = structlog.get_logger(__name__)
+
+
+class ReadySignal:
+    """One LISTEN connection per process; waiters block on a condition, not on the database."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._condition = threading.Condition()
+        self._generations: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ready-signal", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def generation(self, stage: str) -> int:
+        with self._condition:
+            return self._generations.get(stage, 0)
+
+    def wait(self, stage: str, seen: int, timeout: float) -> bool:
+        """Block until `stage` is signalled after generation `seen`, or the timeout passes."""
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: self._generations.get(stage, 0) != seen, timeout
+            )
+
+    def signal(self, stage: str) -> None:
+        with self._condition:
+            self._generations[stage] = self._generations.get(stage, 0) + 1
+            self._condition.notify_all()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(READY_CHANNEL)))
+                    self.connected.set()
+                    backoff = 0.1
+                    while not self._stopping.is_set():
+                        for notify in conn.notifies(timeout=1.0):
+                            self.signal(notify.payload)
+            except Exception as error:  # reconnect: waiting claims fall back to their timeouts
+                self.connected.clear()
+                log.warning("ready_signal_lost", error=str(error))
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)

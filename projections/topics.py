@@ -1,0 +1,133 @@
+"""topics: each topic's metadata, and the inventory of its items by stage and status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from projections.base import View, handles
+
+STOPPED_STATUS = {
+    "ItemParked": "parked",
+    "ItemHalted": "halted",
+    "ItemCompleted": "done",
+    "ItemCancelled": "cancelled",
+}
+
+
+class TopicsView(View):
+    name = "topics"
+    tables = {"topics": ("name",), "topic_items": ("item_id",)}
+
+    def table_statements(self) -> Sequence[sql.Composable]:
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                "name text PRIMARY KEY, defined boolean NOT NULL, owner text, priority int NOT NULL, "
+                "tags jsonb NOT NULL, metadata jsonb NOT NULL, cost_usd numeric NOT NULL, "
+                "tokens_in bigint NOT NULL, tokens_out bigint NOT NULL, "
+                "last_activity_at timestamptz NOT NULL, created_at timestamptz NOT NULL, "
+                "updated_at timestamptz NOT NULL)"
+            ).format(self.table("topics")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (item_id uuid PRIMARY KEY, topic text NOT NULL, "
+                "stage text NOT NULL, status text NOT NULL)"
+            ).format(self.table("topic_items")),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (topic)").format(
+                sql.Identifier("topic_items_topic_idx"), self.table("topic_items")
+            ),
+        ]
+
+    def _touch_topic(self, curs: Cursor[DictRow], topic: str, at: Any) -> None:
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (name, defined, priority, tags, metadata, cost_usd, tokens_in, "
+                "tokens_out, last_activity_at, created_at, updated_at) "
+                "VALUES (%s, false, 0, '[]', '{{}}', 0, 0, 0, %s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET last_activity_at = EXCLUDED.last_activity_at"
+            ).format(self.table("topics")),
+            (topic, at, at, at),
+        )
+
+    def _item_moved(
+        self, curs: Cursor[DictRow], event: Any, assignments: str, **params: Any
+    ) -> None:
+        curs.execute(
+            sql.SQL(
+                "WITH moved AS (UPDATE {items} SET " + assignments + " WHERE item_id = %(item_id)s "
+                "RETURNING topic) UPDATE {topics} SET last_activity_at = %(at)s "
+                "FROM moved WHERE {topics}.name = moved.topic"
+            ).format(items=self.table("topic_items"), topics=self.table("topics")),
+            {**params, "item_id": event.originator_id, "at": event.timestamp},
+        )
+
+    @handles("TopicDefined", "TopicUpdated")
+    def topic_described(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} AS t (name, defined, owner, priority, tags, metadata, cost_usd, "
+                "tokens_in, tokens_out, last_activity_at, created_at, updated_at) "
+                "VALUES (%(name)s, true, %(owner)s, %(priority)s, %(tags)s, %(metadata)s, 0, 0, 0, "
+                "%(at)s, %(at)s, %(at)s) ON CONFLICT (name) DO UPDATE SET defined = true, "
+                "owner = EXCLUDED.owner, priority = EXCLUDED.priority, tags = EXCLUDED.tags, "
+                "metadata = EXCLUDED.metadata, updated_at = EXCLUDED.updated_at"
+            ).format(self.table("topics")),
+            {
+                "name": event.name,
+                "owner": event.owner,
+                "priority": event.priority,
+                "tags": Jsonb(event.tags),
+                "metadata": Jsonb(event.metadata),
+                "at": event.timestamp,
+            },
+        )
+
+    @handles("ItemCreated")
+    def item_created(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._touch_topic(curs, event.topic, event.timestamp)
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (item_id, topic, stage, status) VALUES (%s, %s, '', 'ready')"
+            ).format(self.table("topic_items")),
+            (event.originator_id, event.topic),
+        )
+
+    @handles("StageReady")
+    def stage_ready(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._item_moved(curs, event, "stage = %(stage)s, status = 'ready'", stage=event.stage)
+
+    @handles("StageClaimed")
+    def stage_claimed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._item_moved(curs, event, "status = 'claimed'")
+
+    @handles("LeaseExpired")
+    def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._item_moved(curs, event, "status = 'advancing'")
+
+    @handles("StageCompleted", "StageFailed")
+    def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL(
+                "WITH moved AS (UPDATE {items} SET status = 'advancing' WHERE item_id = %(item_id)s "
+                "RETURNING topic) UPDATE {topics} SET last_activity_at = %(at)s, "
+                "cost_usd = cost_usd + %(cost)s, tokens_in = tokens_in + %(tokens_in)s, "
+                "tokens_out = tokens_out + %(tokens_out)s FROM moved WHERE {topics}.name = moved.topic"
+            ).format(items=self.table("topic_items"), topics=self.table("topics")),
+            {
+                "item_id": event.originator_id,
+                "at": event.timestamp,
+                "cost": event.cost_usd,
+                "tokens_in": event.tokens_in,
+                "tokens_out": event.tokens_out,
+            },
+        )
+
+    @handles(*STOPPED_STATUS)
+    def item_stopped(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._item_moved(
+            curs, event, "status = %(status)s", status=STOPPED_STATUS[type(event).__name__]
+        )
