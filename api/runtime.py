@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from eventsourcing.postgres import PostgresDatastore
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
@@ -19,6 +20,7 @@ from projections import queries
 from projections.base import View
 from projections.follower import Follower
 from projections.maintenance import VIEWS
+from projections.item_status import READY_CHANNEL
 from projections.ready import ReadySignal
 
 EVENTS_CHANNEL = queries.EVENTS_TABLE
@@ -85,10 +87,23 @@ class Runtime:
         if ready_signal:
             self.ready.start()
 
+    def _wake_listeners(self) -> None:
+        """Stopping listeners wake now rather than at their next idle timeout."""
+        try:
+            with self.pool.connection(timeout=1) as conn:
+                conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(EVENTS_CHANNEL)))
+                conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(READY_CHANNEL)))
+        except Exception:  # the database may be gone; the listeners then stop on their timeout
+            return
+
     def follower(self, name: str) -> Follower | None:
         return next((f for f in self.followers if f.name == name), None)
 
     def close(self) -> None:
+        for follower in self.followers:
+            follower.request_stop()
+        self.ready.request_stop()
+        self._wake_listeners()
         for follower in self.followers:
             follower.stop()
         self.ready.stop()

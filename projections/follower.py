@@ -85,6 +85,9 @@ class Follower:
         self._thread = threading.Thread(target=self._run, name=f"follower-{self.name}", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        self._stopping.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         if self._thread is not None:

@@ -28,6 +28,9 @@ class ReadySignal:
         self._thread = threading.Thread(target=self._run, name="ready-signal", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        self._stopping.set()
+
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
@@ -58,7 +61,7 @@ class ReadySignal:
                     self.connected.set()
                     backoff = 0.1
                     while not self._stopping.is_set():
-                        for notify in conn.notifies(timeout=1.0):
+                        for notify in conn.notifies(timeout=1.0, stop_after=1):
                             self.signal(notify.payload)
             except Exception as error:  # reconnect: waiting claims fall back to their timeouts
                 self.connected.clear()
