@@ -392,7 +392,7 @@ class StateOwner(Application[uuid.UUID]):
                 item.attempt,
                 retryable=trigger.retryable,
                 error=trigger.error,
-                failed_at=trigger.timestamp,
+                failed_at=self.clock(),
             )
         elif trigger_type == "LeaseExpired":
             decision = guards.after_failure(
@@ -401,7 +401,7 @@ class StateOwner(Application[uuid.UUID]):
                 item.attempt,
                 retryable=True,
                 error="the lease expired",
-                failed_at=trigger.timestamp,
+                failed_at=self.clock(),
             )
         else:
             raise StateConflict(f"{trigger_type} calls for no decision")

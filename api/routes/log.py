@@ -32,9 +32,10 @@ def events(
 
 def projection_statuses(runtime: RuntimeDep) -> list[dict[str, Any]]:
     with runtime.pool.connection() as conn:
-        head = queries.log_head(conn)
         positions = {name: queries.view_position(conn, name) for name in runtime.views}
         positions["bus"] = queries.bus_position(conn)
+        # The head is read last, so a follower is never reported caught up with a head it has not seen.
+        head = queries.log_head(conn)
     statuses = []
     for name, position in positions.items():
         follower = runtime.follower(name)
