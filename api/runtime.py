@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from eventsourcing.postgres import PostgresDatastore
-from psycopg import sql
+from psycopg import Connection, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
@@ -19,8 +19,8 @@ from domain.application import StateOwner, utc_now
 from projections import queries
 from projections.base import View
 from projections.follower import Follower
-from projections.maintenance import VIEWS
 from projections.item_status import READY_CHANNEL
+from projections.maintenance import VIEWS
 from projections.ready import ReadySignal
 
 EVENTS_CHANNEL = queries.EVENTS_TABLE
@@ -59,8 +59,9 @@ class Runtime:
         self.views: dict[str, View] = {name: view(self.datastore) for name, view in VIEWS.items()}
         for view in self.views.values():
             view.create_table()
-        self.pool: ConnectionPool[DictRow] = ConnectionPool(  # type: ignore[type-arg]
+        self.pool: ConnectionPool[Connection[DictRow]] = ConnectionPool(
             self.database.conninfo,
+            connection_class=Connection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row},
             min_size=1,
             max_size=settings.pool_size,

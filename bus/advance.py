@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,10 +39,8 @@ class Bus:
                 tracked = position
         last = batch[-1][1]
         if last > tracked and last > self.position():
-            try:
+            with contextlib.suppress(IntegrityError):  # another bus recorded it first
                 self.app.recorder.insert_tracking(Tracking(StateOwner.name, last))
-            except IntegrityError:
-                pass  # another bus recorded it first
 
     def _decide(self, trigger: Any, position: int) -> bool:
         """Returns True when a decision (with tracking) was appended for this trigger."""

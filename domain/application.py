@@ -41,6 +41,7 @@ class StateOwner(Application[uuid.UUID]):
     """One application, so one global, totally ordered log for every aggregate."""
 
     name = "StateOwner"
+    recorder: ProcessRecorder
 
     def __init__(
         self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utc_now
@@ -56,7 +57,7 @@ class StateOwner(Application[uuid.UUID]):
 
     def _get(self, cls: type[T], aggregate_id: uuid.UUID, what: str) -> T:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"no {what}") from None
         if not isinstance(aggregate, cls):
@@ -153,7 +154,7 @@ class StateOwner(Application[uuid.UUID]):
 
     def pipeline(self, name: str, version: int | None = None) -> Pipeline:
         try:
-            pipeline = self.repository.get(Pipeline.create_id(name), version=version)
+            pipeline: object = self.repository.get(Pipeline.create_id(name), version=version)
         except AggregateNotFoundError:
             raise NotFound(f"no pipeline named {name!r}") from None
         assert isinstance(pipeline, Pipeline)
@@ -204,7 +205,7 @@ class StateOwner(Application[uuid.UUID]):
 
     def item(self, item_id: uuid.UUID, version: int | None = None) -> Item:
         try:
-            item = self.repository.get(item_id, version=version)
+            item: object = self.repository.get(item_id, version=version)
         except AggregateNotFoundError:
             raise NotFound(f"no item {item_id}") from None
         if not isinstance(item, Item):

@@ -267,7 +267,8 @@ class Item(Aggregate):
             raise StateConflict(f"item is {self.status}: no lease to expire")
         if self.lease_expires_at > now:
             raise StateConflict(f"lease runs until {self.lease_expires_at.isoformat()}")
-        assert self.lease_id is not None and self.agent is not None
+        assert self.lease_id is not None
+        assert self.agent is not None
         self._lease_expired(
             stage=self.stage,
             lease_id=self.lease_id,

@@ -16,7 +16,7 @@ class AgentsView(View):
     name = "agents"
     tables = {"agents": ("name",)}
 
-    def table_statements(self) -> Sequence[sql.Composable]:
+    def table_statements(self) -> Sequence[sql.Composed]:
         return [
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
@@ -60,9 +60,8 @@ class AgentsView(View):
     def _activity(self, curs: Cursor[DictRow], event: Any, assignments: str, **params: Any) -> None:
         curs.execute(
             sql.SQL(
-                "UPDATE {} SET " + assignments + ", last_active_at = %(at)s, updated_at = %(at)s "
-                "WHERE name = %(agent)s"
-            ).format(self.table("agents")),
+                "UPDATE {} SET {}, last_active_at = %(at)s, updated_at = %(at)s WHERE name = %(agent)s"
+            ).format(self.table("agents"), sql.SQL(assignments)),
             {**params, "agent": event.agent, "at": event.timestamp},
         )
 

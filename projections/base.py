@@ -62,7 +62,7 @@ class View(PostgresTrackingRecorder):
     def tracking_table(self) -> sql.Composed:
         return self.table(self.tracking_table_name)
 
-    def table_statements(self) -> Sequence[sql.Composable]:
+    def table_statements(self) -> Sequence[sql.Composed]:
         raise NotImplementedError
 
     def create_table(self) -> None:

@@ -23,7 +23,8 @@ MAX_BACKOFF_SECONDS = 5.0
 
 
 class BatchHandler(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def position(self) -> int: ...
 

@@ -18,7 +18,7 @@ class ItemStatusView(View):
     name = "item_status"
     tables = {"item_status": ("item_id",)}
 
-    def table_statements(self) -> Sequence[sql.Composable]:
+    def table_statements(self) -> Sequence[sql.Composed]:
         table = self.table("item_status")
         return [
             sql.SQL(
@@ -50,9 +50,9 @@ class ItemStatusView(View):
         self, curs: Cursor[DictRow], event: Any, position: int, assignments: str, **params: Any
     ) -> None:
         statement = sql.SQL(
-            "UPDATE {} SET " + assignments + ", version = %(version)s, position = %(position)s, "
+            "UPDATE {} SET {}, version = %(version)s, position = %(position)s, "
             "updated_at = %(at)s WHERE item_id = %(item_id)s"
-        ).format(self.table("item_status"))
+        ).format(self.table("item_status"), sql.SQL(assignments))
         curs.execute(
             statement,
             {

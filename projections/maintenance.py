@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 from eventsourcing.postgres import PostgresDatastore
@@ -37,7 +37,7 @@ def views_named(name: str | None) -> list[type[View]]:
 
 def datastore_like(live: PostgresDatastore, schema: str) -> PostgresDatastore:
     """A datastore on the same database as `live`, in another schema."""
-    kwargs = live.pool.kwargs
+    kwargs = cast("dict[str, Any]", live.pool.kwargs)
     return PostgresDatastore(
         dbname=kwargs["dbname"],
         host=kwargs["host"],

@@ -23,7 +23,7 @@ class TopicsView(View):
     name = "topics"
     tables = {"topics": ("name",), "topic_items": ("item_id",)}
 
-    def table_statements(self) -> Sequence[sql.Composable]:
+    def table_statements(self) -> Sequence[sql.Composed]:
         return [
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
@@ -58,10 +58,14 @@ class TopicsView(View):
     ) -> None:
         curs.execute(
             sql.SQL(
-                "WITH moved AS (UPDATE {items} SET " + assignments + " WHERE item_id = %(item_id)s "
+                "WITH moved AS (UPDATE {items} SET {assignments} WHERE item_id = %(item_id)s "
                 "RETURNING topic) UPDATE {topics} SET last_activity_at = %(at)s "
                 "FROM moved WHERE {topics}.name = moved.topic"
-            ).format(items=self.table("topic_items"), topics=self.table("topics")),
+            ).format(
+                items=self.table("topic_items"),
+                topics=self.table("topics"),
+                assignments=sql.SQL(assignments),
+            ),
             {**params, "item_id": event.originator_id, "at": event.timestamp},
         )
 

@@ -39,25 +39,37 @@ class Api:
 
     def add_agent(self, name: str, role: str = "agent", stages: list[str] | None = None) -> str:
         response = self.client.post(
-            "/v1/agents", json={"name": name, "role": role, "stages": stages or []}, headers=self.admin
+            "/v1/agents",
+            json={"name": name, "role": role, "stages": stages or []},
+            headers=self.admin,
         )
         assert response.status_code == 201, response.text
         token: str = response.json()["token"]
         self.tokens[name] = token
         return token
 
-    def put_pipeline(self, name: str = "article", spec: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self.client.put(f"/v1/pipelines/{name}", json=spec or ARTICLE_SPEC, headers=self.admin)
+    def put_pipeline(
+        self, name: str = "article", spec: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        response = self.client.put(
+            f"/v1/pipelines/{name}", json=spec or ARTICLE_SPEC, headers=self.admin
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
 
     def create_item(
-        self, as_: str | None = None, pipeline: str = "article", topic: str = "llm-costs", title: str = "An item"
+        self,
+        as_: str | None = None,
+        pipeline: str = "article",
+        topic: str = "llm-costs",
+        title: str = "An item",
     ) -> dict[str, Any]:
         headers = self.as_(as_) if as_ else self.admin
         response = self.client.post(
-            "/v1/items", json={"pipeline": pipeline, "topic": topic, "title": title, "input": {}}, headers=headers
+            "/v1/items",
+            json={"pipeline": pipeline, "topic": topic, "title": title, "input": {}},
+            headers=headers,
         )
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
@@ -65,14 +77,18 @@ class Api:
 
     def claim(self, agent: str, stage: str, wait_seconds: float = 5) -> dict[str, Any]:
         response = self.client.post(
-            "/v1/claims", json={"stage": stage, "wait_seconds": wait_seconds}, headers=self.as_(agent)
+            "/v1/claims",
+            json={"stage": stage, "wait_seconds": wait_seconds},
+            headers=self.as_(agent),
         )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
 
     def complete(self, agent: str, lease_id: str, **report: Any) -> dict[str, Any]:
-        response = self.client.post(f"/v1/leases/{lease_id}/complete", json=report, headers=self.as_(agent))
+        response = self.client.post(
+            f"/v1/leases/{lease_id}/complete", json=report, headers=self.as_(agent)
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -9,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.deps import RuntimeDep
 from api.routes.log import projection_statuses
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -50,6 +52,6 @@ def metrics(runtime: RuntimeDep) -> Response:
             runtime.metrics.log_head.set(status["head"])
         for follower in runtime.followers:
             runtime.metrics.follower_failures.labels(follower.name).set(follower.state.failures)
-    except Exception:  # metrics must answer even when the database does not
-        pass
+    except Exception as error:  # metrics must answer even when the database does not
+        log.warning("metrics_without_positions", error=str(error))
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

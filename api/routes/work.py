@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime
 from typing import Any
@@ -107,10 +108,8 @@ def claim(
 
 
 def _lease_context(request: Request, lease_id: str) -> None:
-    try:
+    with contextlib.suppress(NotFound):
         request_context(request)["item_id"] = str(lease_item_id(lease_id))
-    except NotFound:
-        pass
 
 
 def _report(item: Item, stage: str, version: int, position: int) -> dict[str, Any]:

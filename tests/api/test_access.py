@@ -21,7 +21,12 @@ def team(api: Api) -> Api:
 
 def test_requests_without_a_valid_token_are_refused(team: Api) -> None:
     """No token, a malformed header or a made-up token all get 401 problems."""
-    for headers in ({}, {"Authorization": "Basic abc"}, bearer("so_nothing_here"), bearer("x" * 40)):
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        bearer("so_nothing_here"),
+        bearer("x" * 40),
+    ):
         response = team.client.get("/v1/items", headers=headers)
         assert response.status_code == 401
         assert response.headers["content-type"] == "application/problem+json"
@@ -76,7 +81,9 @@ def test_an_agent_cannot_report_on_another_agents_lease(team: Api) -> None:
     item = team.create_item(as_="writer")
     claimed = team.claim("writer", "research")
     lease = claimed["lease"]["id"]
-    response = team.client.post(f"/v1/leases/{lease}/complete", json={}, headers=team.as_("writer2"))
+    response = team.client.post(
+        f"/v1/leases/{lease}/complete", json={}, headers=team.as_("writer2")
+    )
     assert response.status_code == 403
     now = team.item(item["id"], min_position=claimed["item"]["position"])
     assert (now["status"], now["agent"]) == ("claimed", "writer")

@@ -17,15 +17,43 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, int, str]] = [
     ("malformed JSON", "POST", "/v1/items", NOT_JSON, 422, "validation_error"),
     ("body is a list", "POST", "/v1/items", [1, 2], 422, "validation_error"),
     ("unknown field", "POST", "/v1/items", {**ITEM, "colour": "red"}, 422, "validation_error"),
-    ("missing title", "POST", "/v1/items", {"pipeline": "article", "topic": "t"}, 422, "validation_error"),
+    (
+        "missing title",
+        "POST",
+        "/v1/items",
+        {"pipeline": "article", "topic": "t"},
+        422,
+        "validation_error",
+    ),
     ("wrong type", "POST", "/v1/items", {**ITEM, "title": 5}, 422, "validation_error"),
-    ("input not an object", "POST", "/v1/items", {**ITEM, "input": "text"}, 422, "validation_error"),
+    (
+        "input not an object",
+        "POST",
+        "/v1/items",
+        {**ITEM, "input": "text"},
+        422,
+        "validation_error",
+    ),
     ("unknown pipeline", "POST", "/v1/items", {**ITEM, "pipeline": "nope"}, 404, "not_found"),
     ("empty topic", "POST", "/v1/items", {**ITEM, "topic": ""}, 422, "validation_error"),
-    ("unknown item", "GET", "/v1/items/00000000-0000-0000-0000-000000000000", None, 404, "not_found"),
+    (
+        "unknown item",
+        "GET",
+        "/v1/items/00000000-0000-0000-0000-000000000000",
+        None,
+        404,
+        "not_found",
+    ),
     ("malformed item id", "GET", "/v1/items/not-a-uuid", None, 404, "not_found"),
     ("malformed item id events", "GET", "/v1/items/%20/events", None, 404, "not_found"),
-    ("version not a number", "GET", "/v1/items/00000000-0000-0000-0000-000000000000/at/x", None, 404, "not_found"),
+    (
+        "version not a number",
+        "GET",
+        "/v1/items/00000000-0000-0000-0000-000000000000/at/x",
+        None,
+        404,
+        "not_found",
+    ),
     ("unknown lease", "POST", "/v1/leases/abc/complete", {}, 404, "not_found"),
     ("bad list status", "GET", "/v1/items?status=lost", None, 422, "validation_error"),
     ("bad list limit", "GET", "/v1/items?limit=0", None, 422, "validation_error"),
@@ -33,15 +61,57 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, int, str]] = [
     ("negative min_position", "GET", "/v1/items?min_position=-1", None, 422, "validation_error"),
     ("empty pipeline", "PUT", "/v1/pipelines/p", {"stages": []}, 422, "validation_error"),
     ("pipeline not JSON", "PUT", "/v1/pipelines/p", NOT_JSON, 422, "validation_error"),
-    ("duplicate stages", "PUT", "/v1/pipelines/p", {"stages": [{"name": "a"}, {"name": "a"}]}, 422, "validation_error"),
-    ("unknown target", "PUT", "/v1/pipelines/p", {"stages": [{"name": "a", "on": {"x": "b"}}]}, 422, "validation_error"),
-    ("zero attempts", "PUT", "/v1/pipelines/p", {"stages": [{"name": "a", "max_attempts": 0}]}, 422, "validation_error"),
-    ("bad pipeline name", "PUT", "/v1/pipelines/a%20b", {"stages": [{"name": "a"}]}, 422, "validation_error"),
+    (
+        "duplicate stages",
+        "PUT",
+        "/v1/pipelines/p",
+        {"stages": [{"name": "a"}, {"name": "a"}]},
+        422,
+        "validation_error",
+    ),
+    (
+        "unknown target",
+        "PUT",
+        "/v1/pipelines/p",
+        {"stages": [{"name": "a", "on": {"x": "b"}}]},
+        422,
+        "validation_error",
+    ),
+    (
+        "zero attempts",
+        "PUT",
+        "/v1/pipelines/p",
+        {"stages": [{"name": "a", "max_attempts": 0}]},
+        422,
+        "validation_error",
+    ),
+    (
+        "bad pipeline name",
+        "PUT",
+        "/v1/pipelines/a%20b",
+        {"stages": [{"name": "a"}]},
+        422,
+        "validation_error",
+    ),
     ("unknown pipeline get", "GET", "/v1/pipelines/nope", None, 404, "not_found"),
     ("bad role", "POST", "/v1/agents", {"name": "x", "role": "god"}, 422, "validation_error"),
-    ("agent name taken", "POST", "/v1/agents", {"name": "writer", "role": "agent"}, 409, "already_exists"),
+    (
+        "agent name taken",
+        "POST",
+        "/v1/agents",
+        {"name": "writer", "role": "agent"},
+        409,
+        "already_exists",
+    ),
     ("unknown agent", "POST", "/v1/agents/nobody/disable", None, 404, "not_found"),
-    ("wait too long", "POST", "/v1/claims", {"stage": "research", "wait_seconds": 31}, 422, "validation_error"),
+    (
+        "wait too long",
+        "POST",
+        "/v1/claims",
+        {"stage": "research", "wait_seconds": 31},
+        422,
+        "validation_error",
+    ),
     ("topic tags not a list", "PUT", "/v1/topics/t", {"tags": "a"}, 422, "validation_error"),
     ("events after negative", "GET", "/v1/events?after=-5", None, 422, "validation_error"),
     ("unknown route", "GET", "/v1/nothing", None, 404, "not_found"),
@@ -66,7 +136,9 @@ def _state(api: Api) -> tuple[int, Any]:
 
 
 @pytest.mark.parametrize(
-    ("case", "method", "path", "body", "status", "code"), BAD_REQUESTS, ids=[row[0] for row in BAD_REQUESTS]
+    ("case", "method", "path", "body", "status", "code"),
+    BAD_REQUESTS,
+    ids=[row[0] for row in BAD_REQUESTS],
 )
 def test_bad_request_gets_a_problem_and_changes_nothing(
     seeded: tuple[Api, str], case: str, method: str, path: str, body: Any, status: int, code: str
@@ -87,7 +159,9 @@ def test_bad_request_gets_a_problem_and_changes_nothing(
     problem = response.json()
     assert problem["code"] == code
     assert problem["status"] == status
-    assert problem["title"] and problem["detail"] and problem["type"]
+    assert problem["title"]
+    assert problem["detail"]
+    assert problem["type"].endswith(code)
     assert _state(api) == before
 
 
@@ -95,7 +169,12 @@ def test_an_oversize_body_is_refused_with_413(seeded: tuple[Api, str]) -> None:
     """A body over the limit is refused before it is parsed, and nothing is written."""
     api, _ = seeded
     before = _state(api)
-    huge = {"pipeline": "article", "topic": "t", "title": "x", "input": {"blob": "x" * (1024 * 1024)}}
+    huge = {
+        "pipeline": "article",
+        "topic": "t",
+        "title": "x",
+        "input": {"blob": "x" * (1024 * 1024)},
+    }
     response = api.client.post("/v1/items", json=huge, headers=api.admin)
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"

@@ -61,7 +61,9 @@ def test_a_repeated_completion_is_answered_again_and_a_rival_one_is_refused(read
     again = ready.complete("writer", lease, **report)
     assert again == first
     rival = ready.client.post(
-        f"/v1/leases/{lease}/complete", json={**report, "cost_usd": 0.2}, headers=ready.as_("writer")
+        f"/v1/leases/{lease}/complete",
+        json={**report, "cost_usd": 0.2},
+        headers=ready.as_("writer"),
     )
     assert rival.status_code == 409
     assert rival.json()["code"] == "idempotency_mismatch"
@@ -77,7 +79,8 @@ def test_a_repeated_agent_registration_shows_no_second_token(ready: Api) -> None
     first = ready.client.post("/v1/agents", json=body, headers=headers)
     second = ready.client.post("/v1/agents", json=body, headers=headers)
     assert first.status_code == second.status_code == 201
-    assert first.json()["token"] and second.json()["token"] is None
+    assert first.json()["token"]
+    assert second.json()["token"] is None
     assert first.json()["id"] == second.json()["id"]
     mismatch = ready.client.post("/v1/agents", json={**body, "stages": []}, headers=headers)
     assert mismatch.status_code == 409

@@ -38,7 +38,12 @@ def timed(settings: Settings, clock: Clock) -> Iterator[Api]:
         api.put_pipeline(
             spec={
                 "stages": [
-                    {"name": "research", "lease_seconds": 60, "max_attempts": 2, "retry_backoff_seconds": 10},
+                    {
+                        "name": "research",
+                        "lease_seconds": 60,
+                        "max_attempts": 2,
+                        "retry_backoff_seconds": 10,
+                    },
                     {"name": "draft"},
                 ]
             }
@@ -54,7 +59,9 @@ def test_a_heartbeat_extends_the_lease(timed: Api, clock: Clock) -> None:
     clock.advance(50)
     response = timed.client.post(f"/v1/leases/{lease['id']}/heartbeat", headers=timed.as_("writer"))
     assert response.status_code == 200
-    assert datetime.fromisoformat(response.json()["expires_at"]) == clock.now + timedelta(seconds=60)
+    assert datetime.fromisoformat(response.json()["expires_at"]) == clock.now + timedelta(
+        seconds=60
+    )
 
 
 def test_an_expired_lease_is_lost(timed: Api, clock: Clock) -> None:
@@ -63,7 +70,9 @@ def test_an_expired_lease_is_lost(timed: Api, clock: Clock) -> None:
     lease = timed.claim("writer", "research")["lease"]["id"]
     clock.advance(61)
     for action in ("heartbeat", "complete"):
-        response = timed.client.post(f"/v1/leases/{lease}/{action}", json={}, headers=timed.as_("writer"))
+        response = timed.client.post(
+            f"/v1/leases/{lease}/{action}", json={}, headers=timed.as_("writer")
+        )
         assert response.status_code == 409
         assert response.json()["code"] == "lease_lost"
 
@@ -73,7 +82,9 @@ def test_a_retryable_failure_is_retried_after_backoff(timed: Api, clock: Clock) 
     item = timed.create_item(as_="writer")
     lease = timed.claim("writer", "research")["lease"]["id"]
     failed = timed.client.post(
-        f"/v1/leases/{lease}/fail", json={"error": "rate limited", "retryable": True}, headers=timed.as_("writer")
+        f"/v1/leases/{lease}/fail",
+        json={"error": "rate limited", "retryable": True},
+        headers=timed.as_("writer"),
     )
     assert failed.status_code == 200
     timed.settle()
@@ -87,12 +98,16 @@ def test_a_retryable_failure_is_retried_after_backoff(timed: Api, clock: Clock) 
     assert second["lease"]["attempt"] == 2
 
 
-def test_exhausted_retries_park_the_item_and_an_operator_can_retry_it(timed: Api, clock: Clock) -> None:
+def test_exhausted_retries_park_the_item_and_an_operator_can_retry_it(
+    timed: Api, clock: Clock
+) -> None:
     """Two failed attempts park the item; an operator's retry makes it ready with attempts reset."""
     item = timed.create_item(as_="writer")
     for _ in range(2):
         lease = timed.claim("writer", "research")["lease"]["id"]
-        timed.client.post(f"/v1/leases/{lease}/fail", json={"error": "boom"}, headers=timed.as_("writer"))
+        timed.client.post(
+            f"/v1/leases/{lease}/fail", json={"error": "boom"}, headers=timed.as_("writer")
+        )
         timed.settle()
         clock.advance(30)
     parked = timed.item(item["id"])
@@ -112,7 +127,9 @@ def test_a_non_retryable_failure_parks_at_once(timed: Api) -> None:
     item = timed.create_item(as_="writer")
     lease = timed.claim("writer", "research")["lease"]["id"]
     timed.client.post(
-        f"/v1/leases/{lease}/fail", json={"error": "bad input", "retryable": False}, headers=timed.as_("writer")
+        f"/v1/leases/{lease}/fail",
+        json={"error": "bad input", "retryable": False},
+        headers=timed.as_("writer"),
     )
     timed.settle()
     assert timed.item(item["id"])["status"] == "parked"
@@ -123,8 +140,12 @@ def test_a_cancelled_item_cannot_be_completed(timed: Api) -> None:
     """Cancelling a claimed item loses the lease; a cancelled item cannot be cancelled again."""
     item = timed.create_item(as_="writer")
     lease = timed.claim("writer", "research")["lease"]["id"]
-    assert timed.client.post(f"/v1/items/{item['id']}/cancel", headers=timed.admin).status_code == 200
-    response = timed.client.post(f"/v1/leases/{lease}/complete", json={}, headers=timed.as_("writer"))
+    assert (
+        timed.client.post(f"/v1/items/{item['id']}/cancel", headers=timed.admin).status_code == 200
+    )
+    response = timed.client.post(
+        f"/v1/leases/{lease}/complete", json={}, headers=timed.as_("writer")
+    )
     assert response.json()["code"] == "lease_lost"
     again = timed.client.post(f"/v1/items/{item['id']}/cancel", headers=timed.admin)
     assert again.status_code == 409

@@ -77,7 +77,9 @@ def test_topic_and_agents_tables_follow_the_work(api: Api) -> None:
     assert topic["items"]["by_status"] == {"ready": 2}
     assert topic["cost_usd"] == pytest.approx(0.5)
 
-    agents = {a["name"]: a for a in api.client.get("/v1/agents", headers=api.admin).json()["agents"]}
+    agents = {
+        a["name"]: a for a in api.client.get("/v1/agents", headers=api.admin).json()["agents"]
+    }
     assert agents["research-bot"]["claims"] == 1
     assert agents["research-bot"]["completions"] == 1
     assert agents["research-bot"]["cost_usd"] == pytest.approx(0.5)

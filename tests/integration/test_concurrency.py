@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 
@@ -41,12 +41,20 @@ def test_two_agents_claiming_one_item_at_once_exactly_one_wins(runtime: Runtime)
     app = runtime.app
     app.put_pipeline("article", ARTICLE_SPEC, actor=ACTOR, caused_by="t")
     item, _ = app.create_item(
-        pipeline="article", topic="t", title="x", input={}, fingerprint="f", actor=ACTOR, caused_by="t"
+        pipeline="article",
+        topic="t",
+        title="x",
+        input={},
+        fingerprint="f",
+        actor=ACTOR,
+        caused_by="t",
     )
     for _ in range(20):
         results = _race(
             [
-                lambda name=name: app.claim(item.id, stage="research", agent=name, actor=name, caused_by="t")
+                lambda name=name, item=item: app.claim(
+                    item.id, stage="research", agent=name, actor=name, caused_by="t"
+                )
                 for name in ("a", "b")
             ]
         )
@@ -58,7 +66,13 @@ def test_two_agents_claiming_one_item_at_once_exactly_one_wins(runtime: Runtime)
         assert claimed.agent in ("a", "b")
         app.cancel_item(item.id, actor=ACTOR, caused_by="t")
         item, _ = app.create_item(
-            pipeline="article", topic="t", title="x", input={}, fingerprint="f", actor=ACTOR, caused_by="t"
+            pipeline="article",
+            topic="t",
+            title="x",
+            input={},
+            fingerprint="f",
+            actor=ACTOR,
+            caused_by="t",
         )
 
 
@@ -68,7 +82,13 @@ def test_a_completion_racing_a_cancel_leaves_one_consistent_history(runtime: Run
     app.put_pipeline("article", ARTICLE_SPEC, actor=ACTOR, caused_by="t")
     for _ in range(10):
         item, _ = app.create_item(
-            pipeline="article", topic="t", title="x", input={}, fingerprint="f", actor=ACTOR, caused_by="t"
+            pipeline="article",
+            topic="t",
+            title="x",
+            input={},
+            fingerprint="f",
+            actor=ACTOR,
+            caused_by="t",
         )
         _, lease, _ = app.claim(item.id, stage="research", agent="a", actor="a", caused_by="t")
         results = _race(
@@ -91,4 +111,6 @@ def test_a_completion_racing_a_cancel_leaves_one_consistent_history(runtime: Run
         )
         final = app.item(item.id)
         assert final.status == "cancelled"  # cancel wins either way: it may follow a completion
-        assert all(isinstance(r, tuple) or r.__class__.__name__ == "LeaseLost" for r in results), results
+        assert all(isinstance(r, tuple) or r.__class__.__name__ == "LeaseLost" for r in results), (
+            results
+        )
