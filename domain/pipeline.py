@@ -67,22 +67,38 @@ class PipelineSpec:
         }
 
 
-def _positive_number(value: Any, where: str, *, integer: bool = False) -> Any:
+# Upper bounds keep every derived time and count representable, and catch unit mistakes.
+MAX_ATTEMPTS = 100
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+MAX_BACKOFF_SECONDS = 24 * 3600
+MAX_VISITS = 1000
+MAX_TRANSITIONS = 100_000
+MAX_ITEM_BUDGET_USD = 1_000_000
+
+
+def _number(value: Any, where: str, *, integer: bool, low: float, high: float, low_ok: bool) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidPipelineSpec(f"{where} must be a number, got {value!r}")
     if integer and not isinstance(value, int):
         raise InvalidPipelineSpec(f"{where} must be a whole number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidPipelineSpec(f"{where} must be positive, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidPipelineSpec(f"{where} must be finite, got {value!r}")
+    if value < low or (value == low and not low_ok):
+        kind = "positive" if not low_ok else "at least " + str(low)
+        raise InvalidPipelineSpec(f"{where} must be {kind}, got {value!r}")
+    if value > high:
+        raise InvalidPipelineSpec(f"{where} must be at most {high}, got {value!r}")
     return value
 
 
-def _non_negative_number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidPipelineSpec(f"{where} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
+def _positive_number(value: Any, where: str, *, high: float, integer: bool = False) -> Any:
+    return _number(value, where, integer=integer, low=0, high=high, low_ok=False)
+
+
+def _non_negative_number(value: Any, where: str, *, high: float) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
         raise InvalidPipelineSpec(f"{where} must not be negative, got {value!r}")
-    return float(value)
+    return float(_number(value, where, integer=False, low=0, high=high, low_ok=True))
 
 
 def _stage(raw: Any, index: int) -> StageSpec:
@@ -107,13 +123,17 @@ def _stage(raw: Any, index: int) -> StageSpec:
     return StageSpec(
         name=name,
         max_attempts=_positive_number(
-            raw.get("max_attempts", 3), f"{where}.max_attempts", integer=True
+            raw.get("max_attempts", 3), f"{where}.max_attempts", high=MAX_ATTEMPTS, integer=True
         ),
         lease_seconds=float(
-            _positive_number(raw.get("lease_seconds", 300), f"{where}.lease_seconds")
+            _positive_number(
+                raw.get("lease_seconds", 300), f"{where}.lease_seconds", high=MAX_LEASE_SECONDS
+            )
         ),
         retry_backoff_seconds=_non_negative_number(
-            raw.get("retry_backoff_seconds", 2), f"{where}.retry_backoff_seconds"
+            raw.get("retry_backoff_seconds", 2),
+            f"{where}.retry_backoff_seconds",
+            high=MAX_BACKOFF_SECONDS,
         ),
         on=dict(on),
     )
@@ -144,14 +164,17 @@ def parse_spec(raw: Any) -> PipelineSpec:
     return PipelineSpec(
         stages=stages,
         max_visits_per_stage=_positive_number(
-            raw.get("max_visits_per_stage", 3), "max_visits_per_stage", integer=True
+            raw.get("max_visits_per_stage", 3),
+            "max_visits_per_stage",
+            high=MAX_VISITS,
+            integer=True,
         ),
         max_transitions=_positive_number(
-            raw.get("max_transitions", 50), "max_transitions", integer=True
+            raw.get("max_transitions", 50), "max_transitions", high=MAX_TRANSITIONS, integer=True
         ),
         item_budget_usd=None
         if budget is None
-        else float(_positive_number(budget, "item_budget_usd")),
+        else float(_positive_number(budget, "item_budget_usd", high=MAX_ITEM_BUDGET_USD)),
     )
 
 
