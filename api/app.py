@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -36,6 +37,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Long-poll claims each hold a worker thread while they wait.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         runtime = await run_in_threadpool(Runtime, settings, clock, metrics)
         start = run_followers if run_followers is not None else True
         runtime.start(

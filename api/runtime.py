@@ -15,6 +15,7 @@ from api.database import Database, resolve
 from api.metrics import Metrics
 from api.settings import Settings
 from bus.advance import Bus
+from bus.sweeper import LeaseSweeper
 from domain.application import StateOwner, utc_now
 from projections import queries
 from projections.base import View
@@ -71,11 +72,18 @@ class Runtime:
         )
         self.ready = ReadySignal(self.database.conninfo)
         self.bus = Bus(self.app)
+        self.sweeper = LeaseSweeper(self.app, self.database.conninfo, settings.sweep_interval_seconds)
+        self.sweeping = False
         self.followers: list[Follower] = []
 
     def _follower(self, handler: View | Bus) -> Follower:
         return Follower(
-            handler, self.app.recorder, self.app.mapper, self.database.conninfo, EVENTS_CHANNEL
+            handler,
+            self.app.recorder,
+            self.app.mapper,
+            self.database.conninfo,
+            EVENTS_CHANNEL,
+            exclusive=isinstance(handler, Bus),
         )
 
     def start(self, *, projections: bool, bus: bool, ready_signal: bool = True) -> None:
@@ -85,6 +93,9 @@ class Runtime:
             self.followers.append(self._follower(self.bus))
         for follower in self.followers:
             follower.start()
+        if bus:
+            self.sweeping = True
+            self.sweeper.start()
         if ready_signal:
             self.ready.start()
 
@@ -104,10 +115,12 @@ class Runtime:
         for follower in self.followers:
             follower.request_stop()
         self.ready.request_stop()
+        self.sweeper.request_stop()
         self._wake_listeners()
         for follower in self.followers:
             follower.stop()
         self.ready.stop()
+        self.sweeper.stop()
         self.pool.close()
         self.datastore.close()
         self.app.close()

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     read_wait_seconds: float = Field(
         default=5.0, gt=0, description="how long a read with min_position waits for its projection"
     )
+    sweep_interval_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often the sweeper looks for expired leases"
+    )
+    worker_threads: int = Field(
+        default=200, ge=8, le=2000, description="threads for request handlers (long-poll claims hold one)"
+    )
     pool_size: int = Field(default=8, gt=0, description="database connections per process")
     log_json: bool | None = Field(
         default=None, description="JSON logs; default: when not on a terminal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,19 @@ log = structlog.get_logger(__name__)
 BATCH_SIZE = 500
 IDLE_WAKE_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 5.0
+STANDBY_RETRY_SECONDS = 0.5
+
+
+def advisory_lock_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_lock, derived from a name."""
+    digest = hashlib.sha256(f"stateowner:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def try_advisory_lock(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Take the session-level lock on this connection; it lasts as long as the connection."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (advisory_lock_key(name),)).fetchone()
+    return bool(row and row[0])
 
 
 class BatchHandler(Protocol):
@@ -37,6 +51,7 @@ class FollowerState:
     running: bool = False
     error: str | None = None
     failures: int = 0
+    standby: bool = False
     last_processed_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,6 +81,7 @@ class Follower:
         conninfo: str,
         channel: str,
         on_batch: Callable[[BatchHandler, int], None] | None = None,
+        exclusive: bool = False,
     ) -> None:
         self.handler = handler
         self.recorder = recorder
@@ -73,6 +89,8 @@ class Follower:
         self.conninfo = conninfo
         self.channel = channel
         self.on_batch = on_batch
+        self.exclusive = exclusive
+        self._holds_lock = False
         self.state = FollowerState()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,11 +120,22 @@ class Follower:
         return self._listener
 
     def _close_listener(self) -> None:
+        self._holds_lock = False
         if self._listener is not None:
             try:
                 self._listener.close()
             finally:
                 self._listener = None
+
+    def _is_active(self, listener: psycopg.Connection[Any]) -> bool:
+        """One active instance per exclusive follower; the others wait as hot standbys."""
+        if not self.exclusive or self._holds_lock:
+            return True
+        self._holds_lock = try_advisory_lock(listener, self.name)
+        if self._holds_lock and self.state.standby:
+            log.info("follower_took_over", follower=self.name)
+        self.state.standby = not self._holds_lock
+        return self._holds_lock
 
     def _wait_for_news(self) -> None:
         listener = self._listen()
@@ -123,7 +152,10 @@ class Follower:
         backoff = 0.05
         while not self._stopping.is_set():
             try:
-                self._listen()  # before reading, so no NOTIFY can slip between read and wait
+                listener = self._listen()  # before reading, so no NOTIFY slips between read and wait
+                if not self._is_active(listener):
+                    self._stopping.wait(STANDBY_RETRY_SECONDS)
+                    continue
                 after = self.handler.position()
                 batch = read_batch(self.recorder, self.mapper, after, BATCH_SIZE)
                 if batch:

@@ -46,6 +46,7 @@ def projection_statuses(runtime: RuntimeDep) -> list[dict[str, Any]]:
                 "head": head,
                 "lag": max(head - position, 0),
                 "running": follower.state.running if follower else None,
+                "standby": follower.state.standby if follower else None,
                 "error": follower.state.error if follower else None,
             }
         )

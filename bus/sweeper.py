@@ -1,0 +1,97 @@
+"""The lease sweeper: appends LeaseExpired for leases past their expiry, so the bus can retry."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+import structlog
+
+from domain.application import StateOwner
+from domain.errors import ConcurrentUpdate, NotFound, StateConflict
+from projections.follower import try_advisory_lock
+
+log = structlog.get_logger(__name__)
+
+SWEEPER_ACTOR = "system:sweeper"
+SWEEP_BATCH = 200
+
+
+class LeaseSweeper:
+    """One active sweeper across processes (an advisory lock); candidates come from item_status
+    and the item aggregate decides, so a lease renewed or finished meanwhile is left alone."""
+
+    name = "sweeper"
+
+    def __init__(self, app: StateOwner, conninfo: str, interval_seconds: float) -> None:
+        self.app = app
+        self.conninfo = conninfo
+        self.interval_seconds = interval_seconds
+        self.expired = 0
+        self.error: str | None = None
+        self.standby = False
+        self.running = False
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def sweep_now(self) -> None:
+        self._wake.set()
+
+    def sweep(self, conn: psycopg.Connection[Any]) -> int:
+        """Expire every lease past its time; returns how many were expired."""
+        now = self.app.clock()
+        rows = conn.execute(
+            "SELECT item_id FROM item_status WHERE status = 'claimed' AND lease_expires_at <= %s "
+            "ORDER BY lease_expires_at LIMIT %s",
+            (now, SWEEP_BATCH),
+        ).fetchall()
+        count = 0
+        for (item_id,) in rows:
+            if self._expire(item_id):
+                count += 1
+        return count
+
+    def _expire(self, item_id: uuid.UUID) -> bool:
+        try:
+            self.app.expire_lease(item_id, actor=SWEEPER_ACTOR, caused_by=f"sweep-{uuid.uuid4().hex[:12]}")
+        except (StateConflict, ConcurrentUpdate, NotFound):
+            return False  # renewed, finished or cancelled since the row was read
+        self.expired += 1
+        return True
+
+    def _run(self) -> None:
+        self.running = True
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+                    while not self._stopping.is_set():
+                        self.standby = not try_advisory_lock(conn, self.name)
+                        if not self.standby:
+                            break
+                        self._stopping.wait(self.interval_seconds)
+                    while not self._stopping.is_set():
+                        self.sweep(conn)
+                        self.error = None
+                        self._wake.wait(self.interval_seconds)
+                        self._wake.clear()
+            except Exception as error:  # keep sweeping after any one failure, visibly
+                self.error = f"{type(error).__name__}: {error}"
+                log.error("sweeper_failed", error=self.error)
+                self._stopping.wait(1.0)
+        self.running = False
