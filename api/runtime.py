@@ -72,7 +72,9 @@ class Runtime:
         )
         self.ready = ReadySignal(self.database.conninfo)
         self.bus = Bus(self.app)
-        self.sweeper = LeaseSweeper(self.app, self.database.conninfo, settings.sweep_interval_seconds)
+        self.sweeper = LeaseSweeper(
+            self.app, self.database.conninfo, settings.sweep_interval_seconds
+        )
         self.sweeping = False
         self.followers: list[Follower] = []
 

@@ -32,7 +32,10 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="how often the sweeper looks for expired leases"
     )
     worker_threads: int = Field(
-        default=200, ge=8, le=2000, description="threads for request handlers (long-poll claims hold one)"
+        default=200,
+        ge=8,
+        le=2000,
+        description="threads for request handlers (long-poll claims hold one)",
     )
     pool_size: int = Field(default=8, gt=0, description="database connections per process")
     log_json: bool | None = Field(

@@ -52,6 +52,7 @@ class Bus:
                     trigger,
                     tracking=Tracking(StateOwner.name, position),
                     actor=BUS_ACTOR,
+                    caused_by=f"event:{position}",
                 )
             except NotFound:
                 return False

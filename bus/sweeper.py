@@ -69,7 +69,9 @@ class LeaseSweeper:
 
     def _expire(self, item_id: uuid.UUID) -> bool:
         try:
-            self.app.expire_lease(item_id, actor=SWEEPER_ACTOR, caused_by=f"sweep-{uuid.uuid4().hex[:12]}")
+            self.app.expire_lease(
+                item_id, actor=SWEEPER_ACTOR, caused_by=f"sweep-{uuid.uuid4().hex[:12]}"
+            )
         except (StateConflict, ConcurrentUpdate, NotFound):
             return False  # renewed, finished or cancelled since the row was read
         self.expired += 1

@@ -371,6 +371,7 @@ class StateOwner(Application[uuid.UUID]):
         *,
         tracking: Tracking | None,
         actor: str,
+        caused_by: str | None = None,
     ) -> int | None:
         """Append the decision a stage's end calls for, with the bus's tracking, exactly once.
 
@@ -379,7 +380,7 @@ class StateOwner(Application[uuid.UUID]):
         item = self.item(item_id)
         if not item.awaits_decision_on(trigger_version):
             return None
-        caused_by = str(trigger.id) if hasattr(trigger, "id") else str(trigger_version)
+        caused_by = caused_by or f"{item_id}@{trigger_version}"
         spec = item.parsed_spec
         trigger_type = type(trigger).__name__
         if trigger_type == "StageCompleted":

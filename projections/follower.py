@@ -152,7 +152,9 @@ class Follower:
         backoff = 0.05
         while not self._stopping.is_set():
             try:
-                listener = self._listen()  # before reading, so no NOTIFY slips between read and wait
+                listener = (
+                    self._listen()
+                )  # before reading, so no NOTIFY slips between read and wait
                 if not self._is_active(listener):
                     self._stopping.wait(STANDBY_RETRY_SECONDS)
                     continue

@@ -72,17 +72,28 @@ def list_items(
     return rows, next_cursor
 
 
-def ready_candidates(
-    conn: Connection[DictRow], stage: str, now: datetime, limit: int
-) -> list[uuid.UUID]:
-    """Oldest ready first; rows other claimers hold are skipped, so claimers spread out."""
-    rows = conn.execute(
+def next_ready_candidate(
+    conn: Connection[DictRow], stage: str, now: datetime, passed_over: list[uuid.UUID]
+) -> uuid.UUID | None:
+    """The oldest ready row not yet tried; a row another claimer holds is skipped, so
+    simultaneous claimers each lock a different item."""
+    row = conn.execute(
         "SELECT item_id FROM item_status WHERE stage = %s AND status = 'ready' "
-        "AND (not_before IS NULL OR not_before <= %s) ORDER BY ready_at, position "
-        "LIMIT %s FOR UPDATE SKIP LOCKED",
-        (stage, now, limit),
-    ).fetchall()
-    return [row["item_id"] for row in rows]
+        "AND (not_before IS NULL OR not_before <= %s) AND item_id <> ALL(%s) "
+        "ORDER BY ready_at, position LIMIT 1 FOR UPDATE SKIP LOCKED",
+        (stage, now, passed_over),
+    ).fetchone()
+    return row["item_id"] if row else None
+
+
+def any_ready(conn: Connection[DictRow], stage: str, now: datetime) -> bool:
+    """Whether any row is ready, held by another claimer or not."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM item_status WHERE stage = %s AND status = 'ready' "
+        "AND (not_before IS NULL OR not_before <= %s)) AS found",
+        (stage, now),
+    ).fetchone()
+    return bool(row and row["found"])
 
 
 def next_not_before(conn: Connection[DictRow], stage: str, now: datetime) -> datetime | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -31,14 +32,19 @@ router = APIRouter(tags=["work"])
 
 CANDIDATES_PER_TRY = 8
 SAFETY_RECHECK_SECONDS = 5.0
+CONTENDED_RECHECK_SECONDS = 0.01
 
 
 def _try_claim(
     runtime: Runtime, principal: Principal, stage: str, caused_by: str
 ) -> dict[str, Any] | None:
     now = runtime.app.clock()
+    passed_over: list[uuid.UUID] = []
     with runtime.pool.connection() as conn, conn.transaction():
-        for item_id in queries.ready_candidates(conn, stage, now, CANDIDATES_PER_TRY):
+        while len(passed_over) < CANDIDATES_PER_TRY:
+            item_id = queries.next_ready_candidate(conn, stage, now, passed_over)
+            if item_id is None:
+                return None
             try:
                 item, lease_id, position = runtime.app.claim(
                     item_id,
@@ -48,7 +54,8 @@ def _try_claim(
                     caused_by=caused_by,
                 )
             except (StateConflict, ConcurrentUpdate, NotFound):
-                continue  # another agent won it, or the row is behind the item: try the next
+                passed_over.append(item_id)  # another agent won it, or the row is behind the item
+                continue
             assert item.lease_expires_at is not None
             return {
                 "item": item_from_aggregate(item, position),
@@ -67,6 +74,9 @@ def _try_claim(
 def _next_wake(runtime: Runtime, stage: str, remaining: float) -> float:
     now: datetime = runtime.app.clock()
     with runtime.pool.connection() as conn:
+        if queries.any_ready(conn, stage, now):
+            # Ready rows exist but others hold them; if one of those claims fails, no NOTIFY comes.
+            return min(remaining, CONTENDED_RECHECK_SECONDS)
         not_before = queries.next_not_before(conn, stage, now)
     timeout = min(remaining, SAFETY_RECHECK_SECONDS)
     if not_before is not None:
