@@ -34,7 +34,6 @@ class Database:
             "POSTGRES_POOL_SIZE": str(pool_size),
             "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
             "POSTGRES_CONNECT_TIMEOUT": "5",
-            "POSTGRES_PRE_PING": "y",
             "CREATE_TABLE": "y",
             "AGGREGATE_CACHE_MAXSIZE": "10000",
         }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+import structlog
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Connection, sql
 from psycopg.rows import DictRow, dict_row
@@ -18,13 +20,14 @@ from bus.advance import Bus
 from bus.sweeper import LeaseSweeper
 from domain.application import StateOwner, utc_now
 from projections import queries
-from projections.base import View
+from projections.base import View, ViewGroup
 from projections.follower import Follower
 from projections.item_status import READY_CHANNEL
 from projections.maintenance import VIEWS
-from projections.ready import ReadySignal
+from projections.ready import ReadySignal, ready_payload
 
 EVENTS_CHANNEL = queries.EVENTS_TABLE
+log = structlog.get_logger(__name__)
 
 
 def views_datastore(database: Database, pool_size: int) -> PostgresDatastore:
@@ -38,7 +41,6 @@ def views_datastore(database: Database, pool_size: int) -> PostgresDatastore:
         pool_size=pool_size,
         max_overflow=pool_size,
         connect_timeout=5,
-        pre_ping=True,
     )
 
 
@@ -67,10 +69,10 @@ class Runtime:
             min_size=1,
             max_size=settings.pool_size,
             timeout=5,
-            check=ConnectionPool.check_connection,
             open=True,
         )
         self.ready = ReadySignal(self.database.conninfo)
+        self.app.ready_listeners.append(self._publish_ready)
         self.bus = Bus(self.app)
         self.sweeper = LeaseSweeper(
             self.app, self.database.conninfo, settings.sweep_interval_seconds
@@ -78,7 +80,7 @@ class Runtime:
         self.sweeping = False
         self.followers: list[Follower] = []
 
-    def _follower(self, handler: View | Bus) -> Follower:
+    def _follower(self, handler: ViewGroup | Bus) -> Follower:
         return Follower(
             handler,
             self.app.recorder,
@@ -90,7 +92,7 @@ class Runtime:
 
     def start(self, *, projections: bool, bus: bool, ready_signal: bool = True) -> None:
         if projections:
-            self.followers.extend(self._follower(view) for view in self.views.values())
+            self.followers.append(self._follower(ViewGroup(list(self.views.values()))))
         if bus:
             self.followers.append(self._follower(self.bus))
         for follower in self.followers:
@@ -100,6 +102,17 @@ class Runtime:
             self.sweeper.start()
         if ready_signal:
             self.ready.start()
+
+    def _publish_ready(self, stage: str, item_id: uuid.UUID) -> None:
+        """Tell waiting claims in every process which item just became ready (a hint only:
+        claims still find it through item_status if this NOTIFY is lost)."""
+        try:
+            with self.pool.connection(timeout=1) as conn:
+                conn.execute(
+                    "SELECT pg_notify(%s, %s)", (READY_CHANNEL, ready_payload(stage, item_id))
+                )
+        except Exception as error:
+            log.warning("ready_hint_lost", stage=stage, error=str(error))
 
     def _wake_listeners(self) -> None:
         """Stopping listeners wake now rather than at their next idle timeout."""
@@ -111,7 +124,9 @@ class Runtime:
             return
 
     def follower(self, name: str) -> Follower | None:
-        return next((f for f in self.followers if f.name == name), None)
+        """The follower that keeps `name` (a view's name maps to the projections follower)."""
+        wanted = ViewGroup.name if name in self.views else name
+        return next((f for f in self.followers if f.name == wanted), None)
 
     def close(self) -> None:
         for follower in self.followers:

@@ -48,6 +48,8 @@ class StateOwner(Application[uuid.UUID]):
     ) -> None:
         super().__init__(env)
         self.clock = clock
+        # Told (stage, item id) once a stage is claimable now, so waiting claims can wake at once.
+        self.ready_listeners: list[Callable[[str, uuid.UUID], None]] = []
 
     def construct_recorder(self) -> ProcessRecorder:
         # A process recorder lets the bus append its decision and its tracking in one transaction.
@@ -70,6 +72,11 @@ class StateOwner(Application[uuid.UUID]):
         processing_event.collect_events(*aggregates)
         recordings: list[Recording[uuid.UUID]] = self._record(processing_event)
         self._notify(recordings)
+        new_events: list[Any] = list(processing_event.events)
+        for new_event in new_events:
+            if type(new_event).__name__ == "StageReady" and new_event.not_before is None:
+                for listener in self.ready_listeners:
+                    listener(new_event.stage, new_event.originator_id)
         return max((r.notification.id for r in recordings), default=0)
 
     @contextmanager

@@ -114,11 +114,15 @@ class View(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             if self._locked_position(curs) != after:
                 raise PositionMoved(self.name)
-            for domain_event, position in batch:
-                handler_name = self._handlers.get(type(domain_event).__name__)
-                if handler_name is not None:
-                    getattr(self, handler_name)(domain_event, position, curs)
-            self._insert_tracking(curs, Tracking(LOG_NAME, batch[-1][1]))
+            self.apply(curs, batch)
+
+    def apply(self, curs: Cursor[DictRow], batch: Sequence[tuple[Any, int]]) -> None:
+        """Apply the events and record the last position, inside the caller's transaction."""
+        for domain_event, position in batch:
+            handler_name = self._handlers.get(type(domain_event).__name__)
+            if handler_name is not None:
+                getattr(self, handler_name)(domain_event, position, curs)
+        self._insert_tracking(curs, Tracking(LOG_NAME, batch[-1][1]))
 
     def set_position(self, curs: Cursor[DictRow], position: int) -> None:
         curs.execute(
@@ -127,3 +131,29 @@ class View(PostgresTrackingRecorder):
             ),
             (position, LOG_NAME),
         )
+
+
+class ViewGroup:
+    """Several views on one datastore, fed by one follower: one read of the log and one
+    transaction per batch for all of them, each view keeping its own tracking position."""
+
+    name = "projections"
+
+    def __init__(self, views: Sequence[View]) -> None:
+        self.views = list(views)
+        self.datastore = self.views[0].datastore
+
+    def position(self) -> int:
+        return min(view.position() for view in self.views)
+
+    def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
+        if not batch:
+            return
+        with self.datastore.transaction(commit=True) as curs:
+            positions = [view._locked_position(curs) for view in self.views]
+            if min(positions) != after:
+                raise PositionMoved(self.name)
+            for view, reached in zip(self.views, positions, strict=True):
+                unseen = [entry for entry in batch if entry[1] > reached]
+                if unseen:
+                    view.apply(curs, unseen)

