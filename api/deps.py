@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -18,7 +18,7 @@ from domain.application import StateOwner
 from projections import queries
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -26,14 +26,14 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_app(runtime: RuntimeDep) -> StateOwner:
+async def get_app(runtime: RuntimeDep) -> StateOwner:
     return runtime.app
 
 
 AppDep = Annotated[StateOwner, Depends(get_app)]
 
 
-def get_clock(runtime: RuntimeDep) -> Callable[[], datetime]:
+async def get_clock(runtime: RuntimeDep) -> Callable[[], datetime]:
     return runtime.app.clock
 
 
@@ -45,7 +45,7 @@ def request_context(request: Request) -> dict[str, Any]:
     return context
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     return str(request_context(request).get("request_id") or uuid.uuid4().hex)
 
 
@@ -68,10 +68,11 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(*roles: str) -> Callable[[Principal], Principal]:
+def require(*roles: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that admits a principal holding (or including) any of the roles."""
 
-    def check(principal: PrincipalDep) -> Principal:
+    # async: a check without I/O should not cost a trip through the thread pool.
+    async def check(principal: PrincipalDep) -> Principal:
         if not any(principal.has(role) for role in roles):
             raise forbidden(f"this needs the role {' or '.join(roles)}; you are {principal.role}")
         return principal

@@ -24,7 +24,7 @@ from projections.base import View, ViewGroup
 from projections.follower import Follower
 from projections.item_status import READY_CHANNEL
 from projections.maintenance import VIEWS
-from projections.ready import ReadySignal, ready_payload
+from projections.ready import ReadySignal, RecentClaims, ready_payload
 
 EVENTS_CHANNEL = queries.EVENTS_TABLE
 log = structlog.get_logger(__name__)
@@ -72,6 +72,7 @@ class Runtime:
             open=True,
         )
         self.ready = ReadySignal(self.database.conninfo)
+        self.recent_claims = RecentClaims()
         self.app.ready_listeners.append(self._publish_ready)
         self.bus = Bus(self.app)
         self.sweeper = LeaseSweeper(

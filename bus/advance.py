@@ -38,8 +38,8 @@ class Bus:
             if type(domain_event).__name__ in TRIGGERS and self._decide(domain_event, position):
                 tracked = position
         last = batch[-1][1]
-        if last > tracked and last > self.position():
-            with contextlib.suppress(IntegrityError):  # another bus recorded it first
+        if last > tracked:
+            with contextlib.suppress(IntegrityError):  # recorded already, by us or another bus
                 self.app.recorder.insert_tracking(Tracking(StateOwner.name, last))
 
     def _decide(self, trigger: Any, position: int) -> bool:

@@ -150,33 +150,39 @@ class Follower:
     def _run(self) -> None:
         self.state.running = True
         backoff = 0.05
+        known: int | None = None  # the position in memory; re-read from tracking when in doubt
         while not self._stopping.is_set():
             try:
                 listener = (
                     self._listen()
                 )  # before reading, so no NOTIFY slips between read and wait
                 if not self._is_active(listener):
+                    known = None
                     self._stopping.wait(STANDBY_RETRY_SECONDS)
                     continue
-                after = self.handler.position()
+                after = self.handler.position() if known is None else known
                 batch = read_batch(self.recorder, self.mapper, after, BATCH_SIZE)
                 if batch:
                     try:
                         self.handler.process_batch(batch, after)
                     except PositionMoved:
+                        known = None
                         continue
-                    self.state.position = batch[-1][1]
+                    known = batch[-1][1]
+                    self.state.position = known
                     self.state.last_processed_at = time.time()
                     self._recovered(after)
                     backoff = 0.05
                     if self.on_batch is not None:
                         self.on_batch(self.handler, len(batch))
                     continue
+                known = after
                 self.state.position = after
                 self._recovered(after)
                 backoff = 0.05
                 self._wait_for_news()
             except Exception as error:  # a follower must outlive any one failure, visibly
+                known = None
                 self.state.error = f"{type(error).__name__}: {error}"
                 self.state.failures += 1
                 log.error("follower_failed", follower=self.name, error=self.state.error)

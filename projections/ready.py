@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import deque
 
@@ -94,3 +95,25 @@ class ReadySignal:
                 log.warning("ready_signal_lost", error=str(error))
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+class RecentClaims:
+    """Items this process claimed moments ago, which item_status may still show as ready:
+    claimers pass over them instead of loading each one to find it taken."""
+
+    def __init__(self, ttl_seconds: float = 10.0) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._lock = threading.Lock()
+        self._until: dict[uuid.UUID, float] = {}
+
+    def add(self, item_id: uuid.UUID) -> None:
+        with self._lock:
+            self._until[item_id] = time.monotonic() + self.ttl_seconds
+
+    def current(self) -> list[uuid.UUID]:
+        now = time.monotonic()
+        with self._lock:
+            expired = [item for item, until in self._until.items() if until <= now]
+            for item in expired:
+                del self._until[item]
+            return list(self._until)

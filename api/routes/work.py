@@ -39,9 +39,11 @@ def _try_claim(
     runtime: Runtime, principal: Principal, stage: str, caused_by: str
 ) -> dict[str, Any] | None:
     now = runtime.app.clock()
-    passed_over: list[uuid.UUID] = []
+    passed_over: list[uuid.UUID] = runtime.recent_claims.current()
+    tries = 0
     with runtime.pool.connection() as conn, conn.transaction():
-        while len(passed_over) < CANDIDATES_PER_TRY:
+        while tries < CANDIDATES_PER_TRY:
+            tries += 1
             item_id = queries.next_ready_candidate(conn, stage, now, passed_over)
             if item_id is None:
                 return None
