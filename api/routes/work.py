@@ -35,41 +35,49 @@ SAFETY_RECHECK_SECONDS = 5.0
 CONTENDED_RECHECK_SECONDS = 0.01
 
 
+def _claim_one(
+    runtime: Runtime, principal: Principal, stage: str, item_id: uuid.UUID, caused_by: str
+) -> dict[str, Any] | None:
+    try:
+        item, lease_id, position = runtime.app.claim(
+            item_id, stage=stage, agent=principal.name, actor=principal.actor, caused_by=caused_by
+        )
+    except (StateConflict, ConcurrentUpdate, NotFound):
+        return None  # another agent won it, or what we read is behind the item
+    runtime.recent_claims.add(item_id)
+    assert item.lease_expires_at is not None
+    return {
+        "item": item_from_aggregate(item, position),
+        "lease": {
+            "id": lease_id,
+            "stage": stage,
+            "attempt": item.attempt,
+            "expires_at": item.lease_expires_at,
+        },
+        "input": item.input,
+        "outputs": item.outputs,
+    }
+
+
 def _try_claim(
     runtime: Runtime, principal: Principal, stage: str, caused_by: str
 ) -> dict[str, Any] | None:
+    # An item a writer just made ready goes to one waiter before item_status shows it.
+    while (hinted := runtime.ready.take_hint(stage)) is not None:
+        claimed = _claim_one(runtime, principal, stage, hinted, caused_by)
+        if claimed is not None:
+            return claimed
     now = runtime.app.clock()
     passed_over: list[uuid.UUID] = runtime.recent_claims.current()
-    tries = 0
     with runtime.pool.connection() as conn, conn.transaction():
-        while tries < CANDIDATES_PER_TRY:
-            tries += 1
+        for _ in range(CANDIDATES_PER_TRY):
             item_id = queries.next_ready_candidate(conn, stage, now, passed_over)
             if item_id is None:
                 return None
-            try:
-                item, lease_id, position = runtime.app.claim(
-                    item_id,
-                    stage=stage,
-                    agent=principal.name,
-                    actor=principal.actor,
-                    caused_by=caused_by,
-                )
-            except (StateConflict, ConcurrentUpdate, NotFound):
-                passed_over.append(item_id)  # another agent won it, or the row is behind the item
-                continue
-            assert item.lease_expires_at is not None
-            return {
-                "item": item_from_aggregate(item, position),
-                "lease": {
-                    "id": lease_id,
-                    "stage": stage,
-                    "attempt": item.attempt,
-                    "expires_at": item.lease_expires_at,
-                },
-                "input": item.input,
-                "outputs": item.outputs,
-            }
+            claimed = _claim_one(runtime, principal, stage, item_id, caused_by)
+            if claimed is not None:
+                return claimed
+            passed_over.append(item_id)
     return None
 
 
