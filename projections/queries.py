@@ -73,15 +73,22 @@ def list_items(
 
 
 def next_ready_candidate(
-    conn: Connection[DictRow], stage: str, now: datetime, passed_over: list[uuid.UUID]
+    conn: Connection[DictRow],
+    stage: str,
+    now: datetime,
+    passed_over: list[uuid.UUID],
+    behind: dict[uuid.UUID, int],
 ) -> uuid.UUID | None:
-    """The oldest ready row not yet tried; a row another claimer holds is skipped, so
+    """The oldest ready row not yet tried and not known to be behind its item (`behind` maps
+    items to a version they have reached); a row another claimer holds is skipped, so
     simultaneous claimers each lock a different item."""
     row = conn.execute(
         "SELECT item_id FROM item_status WHERE stage = %s AND status = 'ready' "
         "AND (not_before IS NULL OR not_before <= %s) AND item_id <> ALL(%s) "
+        "AND NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::int[]) AS b(id, version) "
+        "WHERE b.id = item_status.item_id AND b.version > item_status.version) "
         "ORDER BY ready_at, position LIMIT 1 FOR UPDATE SKIP LOCKED",
-        (stage, now, passed_over),
+        (stage, now, passed_over, list(behind), list(behind.values())),
     ).fetchone()
     return row["item_id"] if row else None
 

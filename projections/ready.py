@@ -98,22 +98,23 @@ class ReadySignal:
 
 
 class RecentClaims:
-    """Items this process claimed moments ago, which item_status may still show as ready:
-    claimers pass over them instead of loading each one to find it taken."""
+    """Items this process claimed moments ago, with the version their claim reached: until
+    item_status shows that version, claimers pass over the row instead of loading the item
+    to find it taken."""
 
-    def __init__(self, ttl_seconds: float = 10.0) -> None:
+    def __init__(self, ttl_seconds: float = 30.0) -> None:
         self.ttl_seconds = ttl_seconds
         self._lock = threading.Lock()
-        self._until: dict[uuid.UUID, float] = {}
+        self._claims: dict[uuid.UUID, tuple[int, float]] = {}
 
-    def add(self, item_id: uuid.UUID) -> None:
+    def add(self, item_id: uuid.UUID, version: int) -> None:
         with self._lock:
-            self._until[item_id] = time.monotonic() + self.ttl_seconds
+            self._claims[item_id] = (version, time.monotonic() + self.ttl_seconds)
 
-    def current(self) -> list[uuid.UUID]:
+    def current(self) -> dict[uuid.UUID, int]:
         now = time.monotonic()
         with self._lock:
-            expired = [item for item, until in self._until.items() if until <= now]
+            expired = [item for item, (_, until) in self._claims.items() if until <= now]
             for item in expired:
-                del self._until[item]
-            return list(self._until)
+                del self._claims[item]
+            return {item: version for item, (version, _) in self._claims.items()}

@@ -44,7 +44,7 @@ def _claim_one(
         )
     except (StateConflict, ConcurrentUpdate, NotFound):
         return None  # another agent won it, or what we read is behind the item
-    runtime.recent_claims.add(item_id)
+    runtime.recent_claims.add(item_id, item.version)
     assert item.lease_expires_at is not None
     return {
         "item": item_from_aggregate(item, position),
@@ -68,10 +68,11 @@ def _try_claim(
         if claimed is not None:
             return claimed
     now = runtime.app.clock()
-    passed_over: list[uuid.UUID] = runtime.recent_claims.current()
+    behind = runtime.recent_claims.current()
+    passed_over: list[uuid.UUID] = []
     with runtime.pool.connection() as conn, conn.transaction():
         for _ in range(CANDIDATES_PER_TRY):
-            item_id = queries.next_ready_candidate(conn, stage, now, passed_over)
+            item_id = queries.next_ready_candidate(conn, stage, now, passed_over, behind)
             if item_id is None:
                 return None
             claimed = _claim_one(runtime, principal, stage, item_id, caused_by)
