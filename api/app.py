@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -39,6 +40,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Long-poll claims each hold a worker thread while they wait.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        # A thread woken by the database waits for the GIL at most this long (default 5 ms).
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         runtime = await run_in_threadpool(Runtime, settings, clock, metrics)
         start = run_followers if run_followers is not None else True
         runtime.start(

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         le=2000,
         description="threads for request handlers (long-poll claims hold one)",
     )
+    gil_switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="Python thread switch interval; lower wakes waiters sooner",
+    )
     pool_size: int = Field(default=8, gt=0, description="database connections per process")
     log_json: bool | None = Field(
         default=None, description="JSON logs; default: when not on a terminal"

@@ -11,6 +11,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate, NotFound
+from domain.item import Item
 
 log = structlog.get_logger(__name__)
 
@@ -33,14 +34,49 @@ class Bus:
         return self.app.recorder.max_tracking_id(StateOwner.name) or 0
 
     def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
-        tracked = after
-        for domain_event, position in batch:
-            if type(domain_event).__name__ in TRIGGERS and self._decide(domain_event, position):
-                tracked = position
+        triggers = [(e, p) for e, p in batch if type(e).__name__ in TRIGGERS]
+        handled, tracked = (
+            self._decide_together(triggers, after) if len(triggers) > 1 else (False, after)
+        )
+        if not handled:
+            for domain_event, position in triggers:
+                if self._decide(domain_event, position):
+                    tracked = position
         last = batch[-1][1]
         if last > tracked:
             with contextlib.suppress(IntegrityError):  # recorded already, by us or another bus
                 self.app.recorder.insert_tracking(Tracking(StateOwner.name, last))
+
+    def _decide_together(self, triggers: list[tuple[Any, int]], after: int) -> tuple[bool, int]:
+        """Under load, decide a batch's triggers in one transaction (one commit, not one each).
+        Returns whether that handled them, and the position it tracked; when it could not, it
+        has appended nothing and the caller decides one by one."""
+        decided: dict[Any, Item] = {}
+        for trigger, position in triggers:
+            if trigger.originator_id in decided:
+                return False, after  # two triggers of one item: decide them in order instead
+            try:
+                item = self.app.item(trigger.originator_id)
+            except NotFound:
+                continue
+            if self.app.apply_decision(
+                item,
+                trigger.originator_version,
+                trigger,
+                actor=BUS_ACTOR,
+                caused_by=f"event:{position}",
+            ):
+                decided[trigger.originator_id] = item
+        if not decided:
+            return True, after
+        try:
+            self.app.decide_together(
+                list(decided.values()), tracking=Tracking(StateOwner.name, triggers[-1][1])
+            )
+        except IntegrityError:
+            return False, after  # an item moved meanwhile, or another bus got there: one by one
+        self.decisions += len(decided)
+        return True, triggers[-1][1]
 
     def _decide(self, trigger: Any, position: int) -> bool:
         """Returns True when a decision (with tracking) was appended for this trigger."""

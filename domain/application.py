@@ -385,31 +385,38 @@ class StateOwner(Application[uuid.UUID]):
         Returns the position reached, or None when the trigger needs no decision (any more).
         """
         item = self.item(item_id)
-        if not item.awaits_decision_on(trigger_version):
+        if not self.apply_decision(
+            item, trigger_version, trigger, actor=actor, caused_by=caused_by
+        ):
             return None
-        caused_by = caused_by or f"{item_id}@{trigger_version}"
+        return self._append(item, tracking=tracking)
+
+    def decide_together(self, items: list[Item], *, tracking: Tracking) -> int:
+        """Append the decisions already applied to several items, and the tracking, as one unit."""
+        return self._append(*items, tracking=tracking)
+
+    def apply_decision(
+        self, item: Item, trigger_version: int, trigger: Any, *, actor: str, caused_by: str | None
+    ) -> bool:
+        """Apply to `item` (not yet appended) the decision its trigger calls for; False when the
+        trigger needs no decision any more (decided already, or the item moved on)."""
+        if not item.awaits_decision_on(trigger_version):
+            return False
+        caused_by = caused_by or f"{item.id}@{trigger_version}"
         spec = item.parsed_spec
         trigger_type = type(trigger).__name__
         if trigger_type == "StageCompleted":
             decision = guards.after_completion(
                 spec, item.stage, trigger.outcome, item.visits, item.transitions, item.path
             )
-        elif trigger_type == "StageFailed":
+        elif trigger_type in ("StageFailed", "LeaseExpired"):
+            expired = trigger_type == "LeaseExpired"
             decision = guards.after_failure(
                 spec,
                 item.stage,
                 item.attempt,
-                retryable=trigger.retryable,
-                error=trigger.error,
-                failed_at=self.clock(),
-            )
-        elif trigger_type == "LeaseExpired":
-            decision = guards.after_failure(
-                spec,
-                item.stage,
-                item.attempt,
-                retryable=True,
-                error="the lease expired",
+                retryable=True if expired else trigger.retryable,
+                error="the lease expired" if expired else trigger.error,
                 failed_at=self.clock(),
             )
         else:
@@ -428,4 +435,4 @@ class StateOwner(Application[uuid.UUID]):
                 actor=actor,
                 caused_by=caused_by,
             )
-        return self._append(item, tracking=tracking)
+        return True
