@@ -23,7 +23,13 @@ def _completed_items(runtime: Runtime, count: int) -> list[Any]:
     ids = []
     for n in range(count):
         item, _ = app.create_item(
-            pipeline="p", topic="t", title=str(n), input={}, fingerprint=str(n), actor=ACTOR, caused_by="t"
+            pipeline="p",
+            topic="t",
+            title=str(n),
+            input={},
+            fingerprint=str(n),
+            actor=ACTOR,
+            caused_by="t",
         )
         _, lease, _ = app.claim(item.id, stage="draft", agent="a", actor="a", caused_by="t")
         app.complete_stage(
