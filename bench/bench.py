@@ -9,13 +9,15 @@ It starts its own server on a fresh database (created and dropped on the given s
 embedded one in a temporary directory), and prints:
 - the library's bare Application.save rate on the same database, for reference;
 - trigger latency: a completion's 200 -> the waiting claim on the next stage returning (p50/p99);
-- claim→complete cycles per second with 4, 16 and 64 concurrent agents.
+- claim→complete cycles per second with 4, 16 and 64 concurrent agents;
+- the projection rebuild rate over the log the run left behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -87,6 +89,13 @@ def served(database_url: str, port: int) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class Counter(Aggregate):
@@ -218,6 +227,25 @@ def throughput(base: str, tokens: dict[str, str], agents: int, items: int) -> fl
     return done / (time.perf_counter() - started)
 
 
+def rebuild_rate(database_url: str) -> tuple[int, float]:
+    from api.runtime import Runtime
+    from api.settings import Settings
+    from projections import maintenance
+
+    runtime = Runtime(Settings(database_url=database_url))
+    try:
+        events = runtime.app.position()
+        started = time.perf_counter()
+        for view_class in maintenance.VIEWS.values():
+            maintenance.rebuild(
+                view_class, runtime.datastore, runtime.app.recorder, runtime.app.mapper
+            )
+        # Each view replays the whole log: count events replayed, not events in the log.
+        return events * len(maintenance.VIEWS), time.perf_counter() - started
+    finally:
+        runtime.close()
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -230,7 +258,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("STATEOWNER_DATABASE_URL"))
     parser.add_argument("--handoffs", type=int, default=200)
     parser.add_argument("--items", type=int, default=400, help="items per throughput run")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     args = parser.parse_args()
     where = "external PostgreSQL" if args.database_url else "embedded PostgreSQL"
     print(f"stateowner benchmark on {where}, {os.cpu_count()} cores")
@@ -238,7 +266,7 @@ def main() -> None:
         print(
             f"library Application.save (bare, one thread): {bare_save_rate(database_url):8.0f} saves/s"
         )
-        with served(database_url, args.port) as base:
+        with served(database_url, args.port or free_port()) as base:
             tokens = setup(base)
             latencies = trigger_latency(base, tokens, args.handoffs)
             print(
@@ -249,6 +277,10 @@ def main() -> None:
             for agents in (4, 16, 64):
                 rate = throughput(base, tokens, agents, args.items)
                 print(f"claim→complete cycles with {agents:2d} agents: {rate:8.0f} cycles/s")
+        events, seconds = rebuild_rate(database_url)
+        print(
+            f"projection rebuild (all views) of {events} events: {events / seconds:8.0f} events/s"
+        )
 
 
 if __name__ == "__main__":

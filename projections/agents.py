@@ -58,10 +58,14 @@ class AgentsView(View):
         )
 
     def _activity(self, curs: Cursor[DictRow], event: Any, assignments: str, **params: Any) -> None:
-        curs.execute(
-            sql.SQL(
+        statement = self.composed(
+            assignments,
+            lambda: sql.SQL(
                 "UPDATE {} SET {}, last_active_at = %(at)s, updated_at = %(at)s WHERE name = %(agent)s"
             ).format(self.table("agents"), sql.SQL(assignments)),
+        )
+        curs.execute(
+            statement,
             {**params, "agent": event.agent, "at": event.timestamp},
         )
 

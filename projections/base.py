@@ -47,6 +47,7 @@ class View(PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore, *, live: bool = True) -> None:
         super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
         self.live = live
+        self._composed: dict[str, sql.Composed] = {}
         self.sql_create_statements = [
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.datastore.schema)),
             *self.sql_create_statements,
@@ -54,6 +55,13 @@ class View(PostgresTrackingRecorder):
         ]
 
     # -- identifiers --------------------------------------------------------------------------
+
+    def composed(self, key: str, build: Callable[[], sql.Composed]) -> sql.Composed:
+        """A statement built once per view: composing SQL costs more than running it in a batch."""
+        statement = self._composed.get(key)
+        if statement is None:
+            statement = self._composed[key] = build()
+        return statement
 
     def table(self, name: str) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.datastore.schema), sql.Identifier(name))
@@ -118,10 +126,12 @@ class View(PostgresTrackingRecorder):
 
     def apply(self, curs: Cursor[DictRow], batch: Sequence[tuple[Any, int]]) -> None:
         """Apply the events and record the last position, inside the caller's transaction."""
-        for domain_event, position in batch:
-            handler_name = self._handlers.get(type(domain_event).__name__)
-            if handler_name is not None:
-                getattr(self, handler_name)(domain_event, position, curs)
+        # Pipeline mode sends the statements without waiting for each answer in turn.
+        with curs.connection.pipeline():
+            for domain_event, position in batch:
+                handler_name = self._handlers.get(type(domain_event).__name__)
+                if handler_name is not None:
+                    getattr(self, handler_name)(domain_event, position, curs)
         self._insert_tracking(curs, Tracking(LOG_NAME, batch[-1][1]))
 
     def set_position(self, curs: Cursor[DictRow], position: int) -> None:

@@ -49,10 +49,13 @@ class ItemStatusView(View):
     def _update(
         self, curs: Cursor[DictRow], event: Any, position: int, assignments: str, **params: Any
     ) -> None:
-        statement = sql.SQL(
-            "UPDATE {} SET {}, version = %(version)s, position = %(position)s, "
-            "updated_at = %(at)s WHERE item_id = %(item_id)s"
-        ).format(self.table("item_status"), sql.SQL(assignments))
+        statement = self.composed(
+            assignments,
+            lambda: sql.SQL(
+                "UPDATE {} SET {}, version = %(version)s, position = %(position)s, "
+                "updated_at = %(at)s WHERE item_id = %(item_id)s"
+            ).format(self.table("item_status"), sql.SQL(assignments)),
+        )
         curs.execute(
             statement,
             {

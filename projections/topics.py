@@ -56,8 +56,9 @@ class TopicsView(View):
     def _item_moved(
         self, curs: Cursor[DictRow], event: Any, assignments: str, **params: Any
     ) -> None:
-        curs.execute(
-            sql.SQL(
+        statement = self.composed(
+            assignments,
+            lambda: sql.SQL(
                 "WITH moved AS (UPDATE {items} SET {assignments} WHERE item_id = %(item_id)s "
                 "RETURNING topic) UPDATE {topics} SET last_activity_at = %(at)s "
                 "FROM moved WHERE {topics}.name = moved.topic"
@@ -66,6 +67,9 @@ class TopicsView(View):
                 topics=self.table("topics"),
                 assignments=sql.SQL(assignments),
             ),
+        )
+        curs.execute(
+            statement,
             {**params, "item_id": event.originator_id, "at": event.timestamp},
         )
 
