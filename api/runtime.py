@@ -17,6 +17,7 @@ from api.database import Database, resolve
 from api.metrics import Metrics
 from api.settings import Settings
 from bus.advance import Bus
+from bus.governor import Governor
 from bus.sweeper import LeaseSweeper
 from domain.application import StateOwner, utc_now
 from projections import queries
@@ -74,9 +75,13 @@ class Runtime:
         self.ready = ReadySignal(self.database.conninfo)
         self.recent_claims = RecentClaims()
         self.app.ready_listeners.append(self._publish_ready)
-        self.bus = Bus(self.app)
+        self.governor = Governor(self.app, self.database.conninfo)
+        self.bus = Bus(self.app, self.governor)
         self.sweeper = LeaseSweeper(
-            self.app, self.database.conninfo, settings.sweep_interval_seconds
+            self.app,
+            self.database.conninfo,
+            settings.sweep_interval_seconds,
+            Governor(self.app, self.database.conninfo),  # its own connection: its own thread
         )
         self.sweeping = False
         self.followers: list[Follower] = []
@@ -139,6 +144,9 @@ class Runtime:
             follower.stop()
         self.ready.stop()
         self.sweeper.stop()
+        self.governor.close()
+        if self.sweeper.governor is not None:
+            self.sweeper.governor.close()
         self.pool.close()
         self.datastore.close()
         self.app.close()

@@ -11,6 +11,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate, NotFound
+from bus.governor import Governor
 from domain.item import Item
 
 log = structlog.get_logger(__name__)
@@ -26,8 +27,9 @@ class Bus:
 
     name = "bus"
 
-    def __init__(self, app: StateOwner) -> None:
+    def __init__(self, app: StateOwner, governor: Governor | None = None) -> None:
         self.app = app
+        self.governor = governor
         self.decisions = 0
 
     def position(self) -> int:
@@ -46,6 +48,8 @@ class Bus:
         if last > tracked:
             with contextlib.suppress(IntegrityError):  # recorded already, by us or another bus
                 self.app.recorder.insert_tracking(Tracking(StateOwner.name, last))
+        if self.governor is not None:
+            self.governor.after_batch(batch)
 
     def _decide_together(self, triggers: list[tuple[Any, int]], after: int) -> tuple[bool, int]:
         """Under load, decide a batch's triggers in one transaction (one commit, not one each).

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from bus.governor import Governor
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate, NotFound, StateConflict
 from projections.follower import try_advisory_lock
@@ -25,8 +26,15 @@ class LeaseSweeper:
 
     name = "sweeper"
 
-    def __init__(self, app: StateOwner, conninfo: str, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        app: StateOwner,
+        conninfo: str,
+        interval_seconds: float,
+        governor: Governor | None = None,
+    ) -> None:
         self.app = app
+        self.governor = governor
         self.conninfo = conninfo
         self.interval_seconds = interval_seconds
         self.expired = 0
@@ -89,6 +97,8 @@ class LeaseSweeper:
                         self._stopping.wait(self.interval_seconds)
                     while not self._stopping.is_set():
                         self.sweep(conn)
+                        if self.governor is not None:
+                            self.governor.check()  # a safety net for crossings a crash let slip
                         self.error = None
                         self._wake.wait(self.interval_seconds)
                         self._wake.clear()

@@ -15,7 +15,9 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording
 
 from domain import guards
 from domain.agent import Agent
+from domain.budget import Budget, parse_scope
 from domain.errors import AlreadyExists, ConcurrentUpdate, NotFound, StateConflict
+from domain.guards import window_of
 from domain.item import Item
 from domain.pipeline import Pipeline, parse_spec
 from domain.topic import Topic
@@ -208,6 +210,70 @@ class StateOwner(Application[uuid.UUID]):
 
         return self._retrying(command)
 
+    # -- budgets --------------------------------------------------------------------------------
+
+    def put_budget(
+        self, scope: str, *, alert_usd: Decimal, halt_usd: Decimal, actor: str, caused_by: str
+    ) -> tuple[Budget, int]:
+        def command() -> tuple[Budget, int]:
+            try:
+                budget = self.budget(scope)
+            except NotFound:
+                budget = Budget(
+                    scope=scope,
+                    alert_usd=alert_usd,
+                    halt_usd=halt_usd,
+                    actor=actor,
+                    caused_by=caused_by,
+                )
+            else:
+                if not budget.change_limits(
+                    alert_usd=alert_usd, halt_usd=halt_usd, actor=actor, caused_by=caused_by
+                ):
+                    return budget, self.position()
+            return budget, self._append(budget)
+
+        return self._retrying(command)
+
+    def budget(self, scope: str) -> Budget:
+        parse_scope(scope)
+        return self._get(Budget, Budget.create_id(scope), f"budget for {scope!r}")
+
+    def reset_breaker(self, scope: str, *, actor: str, caused_by: str) -> tuple[Budget, int]:
+        def command() -> tuple[Budget, int]:
+            budget = self.budget(scope)
+            budget.reset(window=window_of(self.clock()), actor=actor, caused_by=caused_by)
+            return budget, self._append(budget)
+
+        return self._retrying(command)
+
+    def record_crossing(
+        self,
+        scope: str,
+        *,
+        window: str,
+        spent_usd: Decimal,
+        halted: bool,
+        actor: str,
+        caused_by: str,
+    ) -> list[str]:
+        """Record that spend crossed a scope's alert (and maybe halt) level in a window, once
+        each; returns the names of the events appended."""
+
+        def command() -> list[str]:
+            budget = self.budget(scope)
+            budget.alert(window=window, spent_usd=spent_usd, actor=actor, caused_by=caused_by)
+            if halted:
+                budget.open_breaker(
+                    window=window, spent_usd=spent_usd, actor=actor, caused_by=caused_by
+                )
+            names = [type(e).__name__ for e in budget.pending_events]
+            if names:
+                self._append(budget)
+            return names
+
+        return self._retrying(command)
+
     # -- items ----------------------------------------------------------------------------------
 
     def item(self, item_id: uuid.UUID, version: int | None = None) -> Item:
@@ -250,10 +316,19 @@ class StateOwner(Application[uuid.UUID]):
             raise AlreadyExists(f"item {item.id} exists already") from None
 
     def claim(
-        self, item_id: uuid.UUID, *, stage: str, agent: str, actor: str, caused_by: str
+        self,
+        item_id: uuid.UUID,
+        *,
+        stage: str,
+        agent: str,
+        actor: str,
+        caused_by: str,
+        halted_topics: frozenset[str] = frozenset(),
     ) -> tuple[Item, str, int]:
         """Claim one ready item. A rival claim that appended first makes this one fail at once."""
         item = self.item(item_id)
+        if item.topic in halted_topics:
+            raise StateConflict(f"the breaker of topic:{item.topic} is open")
         lease_id = item.claim(
             stage=stage, agent=agent, now=self.clock(), actor=actor, caused_by=caused_by
         )
@@ -421,7 +496,18 @@ class StateOwner(Application[uuid.UUID]):
             )
         else:
             raise StateConflict(f"{trigger_type} calls for no decision")
-        if isinstance(decision, guards.Complete):
+        guarded = guards.within_item_budget(spec, item.cost_usd, decision)
+        if isinstance(guarded, guards.Halt):
+            then = guarded.then
+            item.halt(
+                reason=guarded.reason,
+                detail=guarded.detail,
+                resume_stage=then.stage if isinstance(then, guards.Advance) else None,
+                resume_reason=then.reason if isinstance(then, guards.Advance) else "completed",
+                actor=actor,
+                caused_by=caused_by,
+            )
+        elif isinstance(decision, guards.Complete):
             item.finish(actor=actor, caused_by=caused_by)
         elif isinstance(decision, guards.Park):
             item.park(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from domain.pipeline import PipelineSpec, next_stage
 
@@ -103,3 +104,46 @@ def after_failure(
         "retry",
         not_before=failed_at + retry_delay(stage_spec.retry_backoff_seconds, attempt),
     )
+
+
+@dataclass(frozen=True)
+class Halt:
+    """Stop the item for budget; `then` is what resuming it will do."""
+
+    reason: str
+    detail: str
+    then: Advance | Complete
+
+
+def over_item_budget(spec: PipelineSpec, cost_usd: Decimal) -> bool:
+    return spec.item_budget_usd is not None and cost_usd >= Decimal(str(spec.item_budget_usd))
+
+
+def within_item_budget(
+    spec: PipelineSpec, cost_usd: Decimal, decision: Decision
+) -> Decision | Halt:
+    """An item whose own spend reached its budget halts instead of going on."""
+    if isinstance(decision, Park) or not over_item_budget(spec, cost_usd):
+        return decision
+    return Halt(
+        reason="budget",
+        detail=f"the item spent {cost_usd} USD of its {spec.item_budget_usd} USD budget",
+        then=decision,
+    )
+
+
+def window_of(moment: datetime) -> str:
+    """The spend window a moment falls in: its UTC day."""
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def breaker_state(
+    spent_usd: Decimal, alert_usd: Decimal, halt_usd: Decimal, *, reset_this_window: bool
+) -> str:
+    """ok, alerting or halted: halted while spend is at or over the halt limit, unless an
+    operator reset the breaker for this window; raising the limit or a new window closes it."""
+    if spent_usd >= halt_usd and not reset_this_window:
+        return "halted"
+    if spent_usd >= alert_usd:
+        return "alerting"
+    return "ok"

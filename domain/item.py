@@ -86,6 +86,8 @@ class Item(Aggregate):
         self.finished_leases: dict[str, tuple[str, int]] = {}
         self.trigger_version: int | None = None
         self.path: list[str] = []
+        self.resume_stage: str | None = None
+        self.resume_reason = ""
 
     @classmethod
     def start(
@@ -216,6 +218,7 @@ class Item(Aggregate):
             duration_ms=duration_ms,
             trace=trace,
             fingerprint=fingerprint,
+            at=now,
             actor=actor,
             caused_by=caused_by,
         )
@@ -261,6 +264,7 @@ class Item(Aggregate):
             duration_ms=duration_ms,
             trace=trace,
             fingerprint=fingerprint,
+            at=now,
             actor=actor,
             caused_by=caused_by,
         )
@@ -312,10 +316,27 @@ class Item(Aggregate):
             stage=self.stage, reason=reason, detail=detail, actor=actor, caused_by=caused_by
         )
 
-    def halt(self, *, reason: str, detail: str, actor: str, caused_by: str) -> None:
+    def halt(
+        self,
+        *,
+        reason: str,
+        detail: str,
+        resume_stage: str | None,
+        resume_reason: str,
+        actor: str,
+        caused_by: str,
+    ) -> None:
+        """Stop the item; resuming it later makes `resume_stage` ready (None: completes it)."""
         if self.is_final or self.status in (Status.PARKED, Status.HALTED):
             raise StateConflict(f"item is {self.status}: it cannot be halted")
-        self._halted(reason=reason, detail=detail, actor=actor, caused_by=caused_by)
+        self._halted(
+            reason=reason,
+            detail=detail,
+            resume_stage=resume_stage,
+            resume_reason=resume_reason,
+            actor=actor,
+            caused_by=caused_by,
+        )
 
     # -- operators' commands ---------------------------------------------------------------
 
@@ -334,13 +355,19 @@ class Item(Aggregate):
         )
 
     def resume(self, *, actor: str, caused_by: str) -> None:
+        """Carry on where the halt stopped the item: the next stage, a retry, or completion."""
         if self.status != Status.HALTED:
             raise StateConflict(f"only a halted item can be resumed; this one is {self.status}")
+        stage, reason = self.resume_stage, self.resume_reason
         self._resumed(actor=actor, caused_by=caused_by)
+        if stage is None:
+            self._completed(actor=actor, caused_by=caused_by)
+            return
+        retry = reason == "retry"
         self._make_ready(
-            stage=self.stage,
-            visit=self.visit,
-            attempt=self.attempt,
+            stage=stage,
+            visit=self.visit if retry else self.visits.get(stage, 0) + 1,
+            attempt=self.attempt + 1 if retry else 1,
             not_before=None,
             reason="manual",
             actor=actor,
@@ -442,6 +469,7 @@ class Item(Aggregate):
         duration_ms: int,
         trace: Any,
         fingerprint: str,
+        at: datetime,
         actor: str,
         caused_by: str,
     ) -> None:
@@ -464,6 +492,7 @@ class Item(Aggregate):
         duration_ms: int,
         trace: Any,
         fingerprint: str,
+        at: datetime,
         actor: str,
         caused_by: str,
     ) -> None:
@@ -484,7 +513,18 @@ class Item(Aggregate):
         self.trigger_version = None
 
     @event("ItemHalted")
-    def _halted(self, *, reason: str, detail: str, actor: str, caused_by: str) -> None:
+    def _halted(
+        self,
+        *,
+        reason: str,
+        detail: str,
+        resume_stage: str | None,
+        resume_reason: str,
+        actor: str,
+        caused_by: str,
+    ) -> None:
+        self.resume_stage = resume_stage
+        self.resume_reason = resume_reason
         self.status = Status.HALTED
         self._clear_lease()
         self.trigger_version = None

@@ -132,7 +132,12 @@ class View(PostgresTrackingRecorder):
                 handler_name = self._handlers.get(type(domain_event).__name__)
                 if handler_name is not None:
                     getattr(self, handler_name)(domain_event, position, curs)
+                else:
+                    self.apply_event(domain_event, position, curs)
         self._insert_tracking(curs, Tracking(LOG_NAME, batch[-1][1]))
+
+    def apply_event(self, domain_event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        """Events without a handler of their own; most views ignore them."""
 
     def set_position(self, curs: Cursor[DictRow], position: int) -> None:
         curs.execute(

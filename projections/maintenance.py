@@ -12,13 +12,16 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
 from projections.agents import AgentsView
+from projections.audit import AuditView
 from projections.base import View
 from projections.follower import read_batch
 from projections.item_status import ItemStatusView
+from projections.spend import BudgetsView, SpendView
 from projections.topics import TopicsView
 
 VIEWS: dict[str, type[View]] = {
-    view.name: view for view in (ItemStatusView, TopicsView, AgentsView)
+    view.name: view
+    for view in (ItemStatusView, TopicsView, AgentsView, SpendView, BudgetsView, AuditView)
 }
 SHADOW_SCHEMA = "stateowner_shadow"
 SNAPSHOT_SCHEMA = "stateowner_snapshot"

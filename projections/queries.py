@@ -185,3 +185,27 @@ def bus_position(conn: Connection[DictRow]) -> int:
         "SELECT notification_id FROM stateowner_tracking WHERE application_name = %s", (LOG_NAME,)
     ).fetchone()
     return int(row["notification_id"]) if row else 0
+
+
+def budgets_with_spend(
+    conn: Connection[DictRow], window: str, scopes: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Each budget (or those of `scopes`) with what its scope spent in the window."""
+    where = sql.SQL("WHERE b.scope = ANY(%(scopes)s)") if scopes is not None else sql.SQL("")
+    return conn.execute(
+        sql.SQL(
+            "SELECT b.*, COALESCE(s.spent_usd, 0) AS spent_usd, "
+            "COALESCE(b.reset_window = %(window)s::date, false) AS reset_this_window "
+            "FROM budgets b LEFT JOIN spend s ON s.scope = b.scope AND s.window_day = %(window)s::date "
+            "{} ORDER BY b.scope"
+        ).format(where),
+        {"window": window, "scopes": list(scopes) if scopes is not None else None},
+    ).fetchall()
+
+
+def spent_today(conn: Connection[DictRow], window: str, scopes: Sequence[str]) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT scope, spent_usd FROM spend WHERE window_day = %s::date AND scope = ANY(%s)",
+        (window, list(scopes)),
+    ).fetchall()
+    return {row["scope"]: row["spent_usd"] for row in rows}

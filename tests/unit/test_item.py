@@ -573,17 +573,38 @@ def test_halt_clears_the_lease_and_refuses_a_second_halt() -> None:
     """Halting a claimed item drops its lease; halting again or halting a parked item is refused."""
     item = _start()
     lease = _claim(item)
-    item.halt(reason="budget", detail="over budget", actor="bus", caused_by="t")
+    item.halt(
+        reason="budget",
+        detail="over budget",
+        resume_stage=None,
+        resume_reason="completed",
+        actor="bus",
+        caused_by="t",
+    )
     assert (item.status, item.lease_id, item.agent) == (Status.HALTED, None, None)
     with pytest.raises(StateConflict, match="cannot be halted"):
-        item.halt(reason="budget", detail="again", actor="bus", caused_by="t")
+        item.halt(
+            reason="budget",
+            detail="again",
+            resume_stage=None,
+            resume_reason="completed",
+            actor="bus",
+            caused_by="t",
+        )
     with pytest.raises(LeaseLost):
         _complete(item, lease)
     parked = _start()
     _fail(parked, _claim(parked), retryable=False)
     parked.park(reason="failed", detail="x", actor="bus", caused_by="t")
     with pytest.raises(StateConflict, match="cannot be halted"):
-        parked.halt(reason="budget", detail="x", actor="bus", caused_by="t")
+        parked.halt(
+            reason="budget",
+            detail="x",
+            resume_stage=None,
+            resume_reason="completed",
+            actor="bus",
+            caused_by="t",
+        )
 
 
 def test_retry_makes_a_parked_item_ready_with_attempts_reset() -> None:
@@ -622,18 +643,64 @@ def test_retry_is_refused_unless_parked(state: str) -> None:
         item.retry(actor="operator:ops", caused_by="req")
 
 
-def test_resume_records_item_resumed_then_stage_ready() -> None:
-    """Resuming a halted item records ItemResumed then StageReady at the same stage and attempt."""
+def test_resume_after_a_halted_retry_makes_the_next_attempt_ready() -> None:
+    """A failure halted for budget resumes as the retry it would have been: same stage, next attempt."""
     item = _start()
     _fail(item, _claim(item))
-    _apply(item, after_failure(SPEC, "draft", 1, retryable=True, error="x", failed_at=NOW))
-    item.halt(reason="budget", detail="over", actor="bus", caused_by="t")
+    item.halt(
+        reason="budget",
+        detail="over",
+        resume_stage="draft",
+        resume_reason="retry",
+        actor="bus",
+        caused_by="t",
+    )
     item.collect_events()
     item.resume(actor="operator:ops", caused_by="req")
     events = item.collect_events()
     assert [type(e).__name__ for e in events] == ["ItemResumed", "StageReady"]
     assert (events[1].stage, events[1].attempt, events[1].reason) == ("draft", 2, "manual")
     assert (item.status, item.not_before) == (Status.READY, None)
+
+
+def test_resume_after_a_halted_advance_makes_the_next_stage_ready() -> None:
+    """A completion halted for budget resumes by moving on to the stage it would have reached."""
+    item = _start()
+    _complete(item, _claim(item))
+    next_stage = SPEC.stage_names[1]
+    item.halt(
+        reason="budget",
+        detail="over",
+        resume_stage=next_stage,
+        resume_reason="advanced",
+        actor="bus",
+        caused_by="t",
+    )
+    item.resume(actor="operator:ops", caused_by="req")
+    assert (item.stage, item.status, item.attempt, item.visits[next_stage]) == (
+        next_stage,
+        Status.READY,
+        1,
+        1,
+    )
+
+
+def test_resume_after_a_halted_last_stage_completes_the_item() -> None:
+    """A halt on the last stage's completion resumes by completing the item."""
+    item = _start()
+    _complete(item, _claim(item))
+    item.halt(
+        reason="budget",
+        detail="over",
+        resume_stage=None,
+        resume_reason="completed",
+        actor="bus",
+        caused_by="t",
+    )
+    item.collect_events()
+    item.resume(actor="operator:ops", caused_by="req")
+    assert [type(e).__name__ for e in item.collect_events()] == ["ItemResumed", "ItemCompleted"]
+    assert item.status == Status.DONE
 
 
 @pytest.mark.parametrize("state", ["ready", "claimed", "advancing", "parked", "done", "cancelled"])
@@ -666,7 +733,14 @@ def test_a_done_item_cannot_be_cancelled_parked_or_halted() -> None:
     with pytest.raises(StateConflict):
         item.park(reason="x", detail="x", actor="bus", caused_by="t")
     with pytest.raises(StateConflict):
-        item.halt(reason="x", detail="x", actor="bus", caused_by="t")
+        item.halt(
+            reason="x",
+            detail="x",
+            resume_stage=None,
+            resume_reason="completed",
+            actor="bus",
+            caused_by="t",
+        )
 
 
 def _in_state(state: str) -> Item:
@@ -678,7 +752,14 @@ def _in_state(state: str) -> Item:
     if state == "claimed":
         return item
     if state == "halted":
-        item.halt(reason="budget", detail="x", actor="bus", caused_by="t")
+        item.halt(
+            reason="budget",
+            detail="x",
+            resume_stage=None,
+            resume_reason="completed",
+            actor="bus",
+            caused_by="t",
+        )
         return item
     if state == "cancelled":
         item.cancel(actor="operator:ops", caused_by="req")

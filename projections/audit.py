@@ -1,0 +1,62 @@
+"""audit: one row per event — who did what, to which aggregate, when, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+
+from projections.base import View
+
+
+class AuditView(View):
+    name = "audit"
+    tables = {"audit": ("position",)}
+
+    def table_statements(self) -> Sequence[sql.Composed]:
+        table = self.table("audit")
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, at timestamptz NOT NULL, "
+                "actor text, type text NOT NULL, aggregate text NOT NULL, aggregate_id uuid NOT NULL, "
+                "version int NOT NULL, item_id uuid, caused_by text)"
+            ).format(table),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (actor, position)").format(
+                sql.Identifier("audit_actor_idx"), table
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (type, position)").format(
+                sql.Identifier("audit_type_idx"), table
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (item_id, position)").format(
+                sql.Identifier("audit_item_idx"), table
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (at)").format(
+                sql.Identifier("audit_at_idx"), table
+            ),
+        ]
+
+    def apply_event(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        aggregate = type(event).__qualname__.split(".")[0]
+        statement = self.composed(
+            "insert",
+            lambda: sql.SQL(
+                "INSERT INTO {} (position, at, actor, type, aggregate, aggregate_id, version, "
+                "item_id, caused_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(self.table("audit")),
+        )
+        curs.execute(
+            statement,
+            (
+                position,
+                event.timestamp,
+                getattr(event, "actor", None),
+                type(event).__name__,
+                aggregate,
+                event.originator_id,
+                event.originator_version,
+                event.originator_id if aggregate == "Item" else None,
+                getattr(event, "caused_by", None),
+            ),
+        )

@@ -1,0 +1,120 @@
+"""spend: what was spent per scope and UTC day, from the cost on completions and failures;
+budgets: each scope's limits and its breaker's last alert, opening and reset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+
+from domain.budget import scopes_of
+from domain.guards import window_of
+from projections.base import View, handles
+
+
+class SpendView(View):
+    name = "spend"
+    tables = {"spend": ("window_day", "scope"), "spend_items": ("item_id",)}
+
+    def table_statements(self) -> Sequence[sql.Composed]:
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (window_day date NOT NULL, scope text NOT NULL, "
+                "spent_usd numeric NOT NULL, tokens_in bigint NOT NULL, tokens_out bigint NOT NULL, "
+                "reports int NOT NULL, PRIMARY KEY (window_day, scope))"
+            ).format(self.table("spend")),
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (item_id uuid PRIMARY KEY, topic text NOT NULL)"
+            ).format(self.table("spend_items")),
+        ]
+
+    @handles("ItemCreated")
+    def item_created(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL("INSERT INTO {} (item_id, topic) VALUES (%s, %s)").format(
+                self.table("spend_items")
+            ),
+            (event.originator_id, event.topic),
+        )
+
+    @handles("StageCompleted", "StageFailed")
+    def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        statement = self.composed(
+            "spent",
+            lambda: sql.SQL(
+                "INSERT INTO {spend} (window_day, scope, spent_usd, tokens_in, tokens_out, reports) "
+                "SELECT %(window)s, s.scope, %(cost)s, %(tokens_in)s, %(tokens_out)s, 1 "
+                "FROM {items} i, unnest(ARRAY['global', 'stage:' || %(stage)s, "
+                "'agent:' || %(agent)s, 'topic:' || i.topic]) AS s(scope) "
+                "WHERE i.item_id = %(item_id)s "
+                "ON CONFLICT (window_day, scope) DO UPDATE SET "
+                "spent_usd = {spend}.spent_usd + EXCLUDED.spent_usd, "
+                "tokens_in = {spend}.tokens_in + EXCLUDED.tokens_in, "
+                "tokens_out = {spend}.tokens_out + EXCLUDED.tokens_out, "
+                "reports = {spend}.reports + 1"
+            ).format(spend=self.table("spend"), items=self.table("spend_items")),
+        )
+        curs.execute(
+            statement,
+            {
+                "window": window_of(event.at),
+                "cost": event.cost_usd,
+                "tokens_in": event.tokens_in,
+                "tokens_out": event.tokens_out,
+                "stage": event.stage,
+                "agent": event.agent,
+                "item_id": event.originator_id,
+            },
+        )
+
+
+class BudgetsView(View):
+    name = "budgets"
+    tables = {"budgets": ("scope",)}
+
+    def table_statements(self) -> Sequence[sql.Composed]:
+        return [
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (scope text PRIMARY KEY, alert_usd numeric NOT NULL, "
+                "halt_usd numeric NOT NULL, alerted_window date, opened_window date, "
+                "reset_window date, alerts int NOT NULL, halts int NOT NULL, "
+                "updated_at timestamptz NOT NULL)"
+            ).format(self.table("budgets"))
+        ]
+
+    @handles("BudgetDefined", "BudgetChanged")
+    def limits(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL(
+                "INSERT INTO {} (scope, alert_usd, halt_usd, alerts, halts, updated_at) "
+                "VALUES (%s, %s, %s, 0, 0, %s) ON CONFLICT (scope) DO UPDATE SET "
+                "alert_usd = EXCLUDED.alert_usd, halt_usd = EXCLUDED.halt_usd, "
+                "updated_at = EXCLUDED.updated_at"
+            ).format(self.table("budgets")),
+            (event.scope, event.alert_usd, event.halt_usd, event.timestamp),
+        )
+
+    def _window(self, curs: Cursor[DictRow], event: Any, assignments: str) -> None:
+        curs.execute(
+            sql.SQL("UPDATE {} SET {}, updated_at = %(at)s WHERE scope = %(scope)s").format(
+                self.table("budgets"), sql.SQL(assignments)
+            ),
+            {"window": event.window, "at": event.timestamp, "scope": event.scope},
+        )
+
+    @handles("BudgetAlerted")
+    def alerted(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._window(curs, event, "alerted_window = %(window)s, alerts = alerts + 1")
+
+    @handles("BreakerOpened")
+    def opened(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._window(curs, event, "opened_window = %(window)s, halts = halts + 1")
+
+    @handles("BreakerReset")
+    def reset(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        self._window(curs, event, "reset_window = %(window)s")
+
+
+__all__ = ["BudgetsView", "SpendView", "scopes_of"]
