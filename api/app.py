@@ -15,7 +15,7 @@ from api.errors import install_error_handlers
 from api.logs import configure_logging
 from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
-from api.routes import agents, health, items, log, pipelines, topics, work
+from api.routes import agents, audit, budgets, health, items, log, pipelines, topics, work
 from api.runtime import Runtime
 from api.settings import Settings
 from domain.application import utc_now
@@ -63,7 +63,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (agents, pipelines, items, work, topics, log, health):
+    for module in (agents, pipelines, items, work, topics, budgets, audit, log, health):
         app.include_router(module.router)
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics

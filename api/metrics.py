@@ -44,6 +44,30 @@ class Metrics:
             ["follower"],
             registry=self.registry,
         )
+        self.spend = Gauge(
+            "stateowner_spend_usd",
+            "Spend today per budget scope",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.breaker = Gauge(
+            "stateowner_breaker_state",
+            "Breaker per budget scope: 0 ok, 1 alerting, 2 halted",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.budget_alerts = Gauge(
+            "stateowner_budget_alerts",
+            "BudgetAlerted events per scope",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.budget_halts = Gauge(
+            "stateowner_budget_halts",
+            "BreakerOpened events per scope",
+            ["scope"],
+            registry=self.registry,
+        )
         self.log_head = Gauge(
             "stateowner_log_head", "Position of the newest event", registry=self.registry
         )

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="larger request bodies get 413"
     )
+    max_trace_bytes: int = Field(default=256 * 1024, gt=0, description="larger run traces get 413")
     run_projections: bool = Field(
         default=True, description="run the projection followers in `serve`"
     )

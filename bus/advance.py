@@ -9,9 +9,9 @@ from typing import Any
 import structlog
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from bus.governor import Governor
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate, NotFound
-from bus.governor import Governor
 from domain.item import Item
 
 log = structlog.get_logger(__name__)

@@ -75,6 +75,27 @@ class Agent(Aggregate):
             raise StateConflict(f"agent {self.name!r} is disabled already")
         self._disabled(actor=actor, caused_by=caused_by)
 
+    def rotate_token(self, *, token_hash: str, actor: str, caused_by: str) -> None:
+        if self.disabled:
+            raise StateConflict(f"agent {self.name!r} is disabled")
+        self._token_rotated(token_hash=token_hash, actor=actor, caused_by=caused_by)
+
+    def change_stages(self, *, stages: list[str], actor: str, caused_by: str) -> bool:
+        if self.role != Role.AGENT and stages:
+            raise InvalidCommand(f"only an agent has stages; {self.name!r} is {self.role}")
+        if stages == self.stages:
+            return False
+        self._stages_changed(stages=stages, actor=actor, caused_by=caused_by)
+        return True
+
+    @event("TokenRotated")
+    def _token_rotated(self, token_hash: str, actor: str, caused_by: str) -> None:
+        self.token_hash = token_hash
+
+    @event("AgentScopeChanged")
+    def _stages_changed(self, stages: list[str], actor: str, caused_by: str) -> None:
+        self.stages = stages
+
     @event("AgentDisabled")
     def _disabled(self, actor: str, caused_by: str) -> None:
         self.disabled = True

@@ -143,6 +143,27 @@ class StateOwner(Application[uuid.UUID]):
 
         return self._retrying(command)
 
+    def rotate_token(
+        self, name: str, *, token_hash: str, actor: str, caused_by: str
+    ) -> tuple[Agent, int]:
+        def command() -> tuple[Agent, int]:
+            agent = self.agent(name)
+            agent.rotate_token(token_hash=token_hash, actor=actor, caused_by=caused_by)
+            return agent, self._append(agent)
+
+        return self._retrying(command)
+
+    def change_stages(
+        self, name: str, *, stages: list[str], actor: str, caused_by: str
+    ) -> tuple[Agent, int]:
+        def command() -> tuple[Agent, int]:
+            agent = self.agent(name)
+            if not agent.change_stages(stages=stages, actor=actor, caused_by=caused_by):
+                return agent, self.position()
+            return agent, self._append(agent)
+
+        return self._retrying(command)
+
     # -- pipelines ----------------------------------------------------------------------------
 
     def put_pipeline(

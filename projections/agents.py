@@ -48,6 +48,15 @@ class AgentsView(View):
             ),
         )
 
+    @handles("AgentScopeChanged")
+    def scope_changed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            sql.SQL("UPDATE {} SET stages = %s, updated_at = %s WHERE agent_id = %s").format(
+                self.table("agents")
+            ),
+            (Jsonb(event.stages), event.timestamp, event.originator_id),
+        )
+
     @handles("AgentDisabled")
     def agent_disabled(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(

@@ -78,17 +78,18 @@ def next_ready_candidate(
     now: datetime,
     passed_over: list[uuid.UUID],
     behind: dict[uuid.UUID, int],
+    halted_topics: frozenset[str] = frozenset(),
 ) -> uuid.UUID | None:
     """The oldest ready row not yet tried and not known to be behind its item (`behind` maps
     items to a version they have reached); a row another claimer holds is skipped, so
     simultaneous claimers each lock a different item."""
     row = conn.execute(
         "SELECT item_id FROM item_status WHERE stage = %s AND status = 'ready' "
-        "AND (not_before IS NULL OR not_before <= %s) AND item_id <> ALL(%s) "
+        "AND (not_before IS NULL OR not_before <= %s) AND item_id <> ALL(%s) AND topic <> ALL(%s) "
         "AND NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::int[]) AS b(id, version) "
         "WHERE b.id = item_status.item_id AND b.version > item_status.version) "
         "ORDER BY ready_at, position LIMIT 1 FOR UPDATE SKIP LOCKED",
-        (stage, now, passed_over, list(behind), list(behind.values())),
+        (stage, now, passed_over, list(halted_topics), list(behind), list(behind.values())),
     ).fetchone()
     return row["item_id"] if row else None
 

@@ -6,14 +6,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from api.auth import new_token
 from api.deps import Admin, AppDep, Operator, RequestIdDep, RuntimeDep
 from api.errors import Problem
 from api.presenters import agent_row_body
-from api.schemas import AgentCreate
+from api.schemas import AgentCreate, Body, Name
 from domain.agent import Agent, hash_token
 from domain.errors import AlreadyExists
+from domain.guards import window_of
 from projections import queries
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -74,8 +76,45 @@ def create_agent(
 
 @router.get("")
 def list_agents(principal: Operator, runtime: RuntimeDep) -> dict[str, Any]:
+    """Identities with their activity and today's spend; never tokens."""
+    window = window_of(runtime.app.clock())
     with runtime.pool.connection() as conn:
-        return {"agents": [agent_row_body(row) for row in queries.agents(conn)]}
+        rows = queries.agents(conn)
+        spent = queries.spent_today(conn, window, [f"agent:{row['name']}" for row in rows])
+    return {
+        "agents": [
+            {**agent_row_body(row), "spent_today_usd": float(spent.get(f"agent:{row['name']}", 0))}
+            for row in rows
+        ]
+    }
+
+
+class StagesPut(Body):
+    stages: list[Name] = Field(max_length=100)
+
+
+@router.post("/{name}/rotate")
+def rotate_token(
+    name: str, principal: Admin, app: AppDep, caused_by: RequestIdDep
+) -> dict[str, Any]:
+    """A new token for the agent, shown this once; the old one is refused from now on."""
+    agent = app.agent(name)
+    token = new_token(agent.id)
+    agent, position = app.rotate_token(
+        name, token_hash=hash_token(token), actor=principal.actor, caused_by=caused_by
+    )
+    return _agent_body(agent, token, position)
+
+
+@router.put("/{name}/stages")
+def change_stages(
+    name: str, body: StagesPut, principal: Admin, app: AppDep, caused_by: RequestIdDep
+) -> dict[str, Any]:
+    """Change the stages an agent may claim and work on."""
+    agent, position = app.change_stages(
+        name, stages=list(body.stages), actor=principal.actor, caused_by=caused_by
+    )
+    return _agent_body(agent, None, position)
 
 
 @router.post("/{name}/disable")

@@ -9,6 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import RuntimeDep
 from api.routes.log import projection_statuses
+from domain.guards import breaker_state, window_of
+from projections import queries
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])
@@ -52,6 +54,22 @@ def metrics(runtime: RuntimeDep) -> Response:
             runtime.metrics.log_head.set(status["head"])
         for follower in runtime.followers:
             runtime.metrics.follower_failures.labels(follower.name).set(follower.state.failures)
+        window = window_of(runtime.app.clock())
+        with runtime.pool.connection() as conn:
+            budgets = queries.budgets_with_spend(conn, window)
+        states = {"ok": 0, "alerting": 1, "halted": 2}
+        for row in budgets:
+            scope = row["scope"]
+            runtime.metrics.spend.labels(scope).set(float(row["spent_usd"]))
+            state = breaker_state(
+                row["spent_usd"],
+                row["alert_usd"],
+                row["halt_usd"],
+                reset_this_window=row["reset_this_window"],
+            )
+            runtime.metrics.breaker.labels(scope).set(states[state])
+            runtime.metrics.budget_alerts.labels(scope).set(row["alerts"])
+            runtime.metrics.budget_halts.labels(scope).set(row["halts"])
     except Exception as error:  # metrics must answer even when the database does not
         log.warning("metrics_without_positions", error=str(error))
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

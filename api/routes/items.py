@@ -161,6 +161,62 @@ def item_events(
     item_id: str, request: Request, principal: AnyPrincipal, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """The item's whole history, in order: auditors, and agents that worked on it."""
+    return {"events": _history(item_id, request, principal, runtime)}
+
+
+@router.get("/{item_id}/runs")
+def item_runs(
+    item_id: str, request: Request, principal: AnyPrincipal, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """Every attempt at every stage: who ran it, when, how it ended, what it cost, its trace."""
+    return {"runs": runs_of(_history(item_id, request, principal, runtime))}
+
+
+def runs_of(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    runs: dict[str, dict[str, Any]] = {}
+    for event in history:
+        data = event["data"]
+        if event["type"] == "StageClaimed":
+            runs[data["lease_id"]] = {
+                "lease_id": data["lease_id"],
+                "agent": data["agent"],
+                "stage": data["stage"],
+                "attempt": data["attempt"],
+                "claimed_at": event["at"],
+                "finished_at": None,
+                "result": "running",
+                "outcome": None,
+                "error": None,
+                "cost_usd": 0.0,
+                "tokens": {"in": 0, "out": 0},
+                "duration_ms": None,
+                "trace": None,
+            }
+        elif event["type"] in ("StageCompleted", "StageFailed", "LeaseExpired"):
+            run = runs.get(data["lease_id"])
+            if run is None:
+                continue
+            run["finished_at"] = event["at"]
+            run["result"] = {
+                "StageCompleted": "completed",
+                "StageFailed": "failed",
+                "LeaseExpired": "expired",
+            }[event["type"]]
+            if event["type"] != "LeaseExpired":
+                run.update(
+                    outcome=data.get("outcome"),
+                    error=data.get("error"),
+                    cost_usd=data["cost_usd"],
+                    tokens={"in": data["tokens_in"], "out": data["tokens_out"]},
+                    duration_ms=data["duration_ms"],
+                    trace=data["trace"],
+                )
+    return list(runs.values())
+
+
+def _history(
+    item_id: str, request: Request, principal: AnyPrincipal, runtime: RuntimeDep
+) -> list[dict[str, Any]]:
     uid = _item_id(request, item_id)
     with runtime.pool.connection() as conn:
         stored = queries.item_stored_events(conn, uid)
@@ -186,7 +242,7 @@ def item_events(
         principal.role == Role.AGENT and _worked_on(events, principal.name)
     ):
         raise forbidden("only auditors and agents that worked on this item may read its history")
-    return {"events": events}
+    return events
 
 
 @router.get("/{item_id}/at/{version}", response_model=ItemOut)

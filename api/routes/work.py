@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from datetime import datetime
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.auth import Principal
 from api.deps import AgentPrincipal, RequestIdDep, RuntimeDep, request_context
-from api.errors import forbidden
+from api.errors import Problem, forbidden
 from api.presenters import item_from_aggregate
 from api.runtime import Runtime
 from api.schemas import (
@@ -25,6 +26,7 @@ from api.schemas import (
 )
 from domain.application import lease_item_id
 from domain.errors import ConcurrentUpdate, NotFound, RepeatedCompletion, StateConflict
+from domain.guards import breaker_state, window_of
 from domain.item import Item
 from projections import queries
 
@@ -36,11 +38,21 @@ CONTENDED_RECHECK_SECONDS = 0.01
 
 
 def _claim_one(
-    runtime: Runtime, principal: Principal, stage: str, item_id: uuid.UUID, caused_by: str
+    runtime: Runtime,
+    principal: Principal,
+    stage: str,
+    item_id: uuid.UUID,
+    caused_by: str,
+    halted_topics: frozenset[str],
 ) -> dict[str, Any] | None:
     try:
         item, lease_id, position = runtime.app.claim(
-            item_id, stage=stage, agent=principal.name, actor=principal.actor, caused_by=caused_by
+            item_id,
+            stage=stage,
+            agent=principal.name,
+            actor=principal.actor,
+            caused_by=caused_by,
+            halted_topics=halted_topics,
         )
     except (StateConflict, ConcurrentUpdate, NotFound):
         return None  # another agent won it, or what we read is behind the item
@@ -60,11 +72,15 @@ def _claim_one(
 
 
 def _try_claim(
-    runtime: Runtime, principal: Principal, stage: str, caused_by: str
+    runtime: Runtime,
+    principal: Principal,
+    stage: str,
+    caused_by: str,
+    halted_topics: frozenset[str] = frozenset(),
 ) -> dict[str, Any] | None:
     # An item a writer just made ready goes to one waiter before item_status shows it.
     while (hinted := runtime.ready.take_hint(stage)) is not None:
-        claimed = _claim_one(runtime, principal, stage, hinted, caused_by)
+        claimed = _claim_one(runtime, principal, stage, hinted, caused_by, halted_topics)
         if claimed is not None:
             return claimed
     now = runtime.app.clock()
@@ -72,10 +88,12 @@ def _try_claim(
     passed_over: list[uuid.UUID] = []
     with runtime.pool.connection() as conn, conn.transaction():
         for _ in range(CANDIDATES_PER_TRY):
-            item_id = queries.next_ready_candidate(conn, stage, now, passed_over, behind)
+            item_id = queries.next_ready_candidate(
+                conn, stage, now, passed_over, behind, halted_topics
+            )
             if item_id is None:
                 return None
-            claimed = _claim_one(runtime, principal, stage, item_id, caused_by)
+            claimed = _claim_one(runtime, principal, stage, item_id, caused_by, halted_topics)
             if claimed is not None:
                 return claimed
             passed_over.append(item_id)
@@ -93,6 +111,41 @@ def _next_wake(runtime: Runtime, stage: str, remaining: float) -> float:
     if not_before is not None:
         timeout = min(timeout, max((not_before - now).total_seconds(), 0.001))
     return timeout
+
+
+def _check_breakers(runtime: Runtime, principal: Principal, stage: str) -> frozenset[str]:
+    """Refuse the claim (423) when a breaker over this agent, its stage or everything is open;
+    return the topics whose breakers are open, whose items are not to be handed out."""
+    window = window_of(runtime.app.clock())
+    with runtime.pool.connection() as conn:
+        rows = queries.budgets_with_spend(conn, window)
+    halted_topics = set()
+    own_scopes = {"global", f"stage:{stage}", f"agent:{principal.name}"}
+    for row in rows:
+        state = breaker_state(
+            row["spent_usd"],
+            row["alert_usd"],
+            row["halt_usd"],
+            reset_this_window=row["reset_this_window"],
+        )
+        if state != "halted":
+            continue
+        if row["scope"] in own_scopes:
+            runtime.metrics.claims.labels(stage, "budget_halted").inc()
+            raise Problem(
+                423,
+                "budget_halted",
+                "Budget halted",
+                f"the breaker of {row['scope']} is open: {row['spent_usd']} USD spent today "
+                f"of a {row['halt_usd']} USD halt limit",
+                scope=row["scope"],
+                spent_usd=float(row["spent_usd"]),
+                halt_usd=float(row["halt_usd"]),
+                window=window,
+            )
+        if row["scope"].startswith("topic:"):
+            halted_topics.add(row["scope"].removeprefix("topic:"))
+    return frozenset(halted_topics)
 
 
 @router.post(
@@ -115,8 +168,9 @@ def claim(
         )
     deadline = time.monotonic() + body.wait_seconds
     while True:
+        halted_topics = _check_breakers(runtime, principal, body.stage)
         seen = runtime.ready.generation(body.stage)
-        claimed = _try_claim(runtime, principal, body.stage, caused_by)
+        claimed = _try_claim(runtime, principal, body.stage, caused_by, halted_topics)
         if claimed is not None:
             request_context(request)["item_id"] = claimed["item"]["id"]
             runtime.metrics.claims.labels(body.stage, "claimed").inc()
@@ -126,6 +180,18 @@ def claim(
             runtime.metrics.claims.labels(body.stage, "empty").inc()
             return Response(status_code=204)
         runtime.ready.wait(body.stage, seen, _next_wake(runtime, body.stage, remaining))
+
+
+def _check_trace_size(runtime: Runtime, trace: Any) -> None:
+    size = len(json.dumps(trace, default=str).encode())
+    if size > runtime.settings.max_trace_bytes:
+        raise Problem(
+            413,
+            "payload_too_large",
+            "Trace too large",
+            f"the trace is {size} bytes; the limit is {runtime.settings.max_trace_bytes}: "
+            "store large inputs and outputs elsewhere and put references in the trace",
+        )
 
 
 def _lease_context(request: Request, lease_id: str) -> None:
@@ -178,6 +244,7 @@ def complete(
 ) -> dict[str, Any]:
     """Report a stage done; the bus then fires the next stage. An identical repeat is answered again."""
     _lease_context(request, lease_id)
+    _check_trace_size(runtime, body.trace)
     try:
         item, position = runtime.app.complete_stage(
             lease_id,
@@ -208,6 +275,7 @@ def fail(
 ) -> dict[str, Any]:
     """Report a stage failed; the bus retries it with backoff or parks the item."""
     _lease_context(request, lease_id)
+    _check_trace_size(runtime, body.trace)
     try:
         item, position = runtime.app.fail_stage(
             lease_id,

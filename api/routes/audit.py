@@ -1,0 +1,63 @@
+"""Who did what: the audit projection, filtered and paged."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from psycopg import sql
+
+from api.deps import Auditor, RuntimeDep
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/v1/audit")
+def audit(
+    principal: Auditor,
+    runtime: RuntimeDep,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    type: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z]+$")] = None,
+    item: uuid.UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Events by actor, type, item and time, oldest first; page with after=next_after."""
+    conditions: list[sql.Composable] = [sql.SQL("position > %s")]
+    params: list[Any] = [after]
+    for column, value in (("actor", actor), ("type", type), ("item_id", item)):
+        if value is not None:
+            conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(value)
+    if since is not None:
+        conditions.append(sql.SQL("at >= %s"))
+        params.append(since)
+    if until is not None:
+        conditions.append(sql.SQL("at < %s"))
+        params.append(until)
+    with runtime.pool.connection() as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT * FROM audit WHERE {} ORDER BY position LIMIT %s").format(
+                sql.SQL(" AND ").join(conditions)
+            ),
+            [*params, limit],
+        ).fetchall()
+    entries = [
+        {
+            "position": row["position"],
+            "at": row["at"],
+            "actor": row["actor"],
+            "type": row["type"],
+            "aggregate": row["aggregate"],
+            "aggregate_id": str(row["aggregate_id"]),
+            "version": row["version"],
+            "item_id": str(row["item_id"]) if row["item_id"] else None,
+            "caused_by": row["caused_by"],
+        }
+        for row in rows
+    ]
+    return {"entries": entries, "next_after": rows[-1]["position"] if len(rows) == limit else None}
