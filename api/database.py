@@ -34,7 +34,7 @@ class Database:
             "POSTGRES_PASSWORD": str(parts.get("password", "")),
             "POSTGRES_POOL_SIZE": str(pool_size),
             "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_CONNECT_TIMEOUT": "2",
             "CREATE_TABLE": "y",
             "AGGREGATE_CACHE_MAXSIZE": "10000",
         }

@@ -18,11 +18,25 @@ from domain.application import StateOwner
 from projections import queries
 
 
-async def get_runtime(request: Request) -> Runtime:
+async def get_any_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
+async def get_runtime(runtime: Annotated[Runtime, Depends(get_any_runtime)]) -> Runtime:
+    """The runtime, for work that needs the database: 503 at once while it is known to be down."""
+    if not runtime.health.ok:
+        raise Problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "the database cannot be reached; try again shortly",
+            headers={"Retry-After": "1"},
+        )
+    return runtime
+
+
+AnyRuntimeDep = Annotated[Runtime, Depends(get_any_runtime)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 

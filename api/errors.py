@@ -26,12 +26,21 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 class Problem(Exception):
     """An answer that is not a success, raised from anywhere in `api/`."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.title = title
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
 
@@ -117,7 +126,14 @@ UNAVAILABLE_ERRORS = (
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(request: Request, error: Problem) -> JSONResponse:
-        return problem_response(error.status, error.code, error.title, error.detail, **error.extra)
+        return problem_response(
+            error.status,
+            error.code,
+            error.title,
+            error.detail,
+            headers=error.headers,
+            **error.extra,
+        )
 
     @app.exception_handler(errors.DomainError)
     async def on_domain_error(request: Request, error: errors.DomainError) -> JSONResponse:
@@ -150,6 +166,9 @@ def install_error_handlers(app: FastAPI) -> None:
         @app.exception_handler(unavailable)
         async def on_unavailable(request: Request, error: Exception) -> JSONResponse:
             log.warning("database_unavailable", error=str(error))
+            runtime = getattr(request.app.state, "runtime", None)
+            if runtime is not None:
+                runtime.health.lost(str(error))
             return problem_response(
                 503,
                 "unavailable",

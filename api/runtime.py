@@ -8,12 +8,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
-from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from psycopg import Connection, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 from api.database import Database, resolve
+from api.health import DatabaseHealth
 from api.metrics import Metrics
 from api.settings import Settings
 from bus.advance import Bus
@@ -72,7 +73,8 @@ class Runtime:
             timeout=5,
             open=True,
         )
-        self.ready = ReadySignal(self.database.conninfo)
+        self.health = DatabaseHealth(self.database.conninfo, self._revive_pools)
+        self.ready = ReadySignal(self.database.conninfo, on_lost=self.health.lost)
         self.recent_claims = RecentClaims()
         self.app.ready_listeners.append(self._publish_ready)
         self.governor = Governor(self.app, self.database.conninfo)
@@ -120,6 +122,13 @@ class Runtime:
         except Exception as error:
             log.warning("ready_hint_lost", stage=stage, error=str(error))
 
+    def _revive_pools(self) -> None:
+        """Drop connections broken by an outage now, rather than one failed request at a time."""
+        recorder = self.app.recorder
+        assert isinstance(recorder, PostgresProcessRecorder)
+        for pool in (self.pool, self.datastore.pool, recorder.datastore.pool):
+            pool.check()
+
     def _wake_listeners(self) -> None:
         """Stopping listeners wake now rather than at their next idle timeout."""
         try:
@@ -139,6 +148,7 @@ class Runtime:
             follower.request_stop()
         self.ready.request_stop()
         self.sweeper.request_stop()
+        self.health.stop()
         self._wake_listeners()
         for follower in self.followers:
             follower.stop()

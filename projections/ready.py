@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 
 import psycopg
 import structlog
@@ -26,8 +27,9 @@ def ready_payload(stage: str, item_id: uuid.UUID) -> str:
 class ReadySignal:
     """One LISTEN connection per process; waiters block on a condition, not on the database."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, on_lost: Callable[[str], None] | None = None) -> None:
         self.conninfo = conninfo
+        self.on_lost = on_lost
         self._condition = threading.Condition()
         self._generations: dict[str, int] = {}
         self._hints: dict[str, deque[uuid.UUID]] = {}
@@ -93,6 +95,8 @@ class ReadySignal:
             except Exception as error:  # reconnect: waiting claims fall back to their timeouts
                 self.connected.clear()
                 log.warning("ready_signal_lost", error=str(error))
+                if self.on_lost is not None and not self._stopping.is_set():
+                    self.on_lost(str(error))
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 

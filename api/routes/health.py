@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import RuntimeDep
+from api.deps import AnyRuntimeDep
 from api.routes.log import projection_statuses
 from domain.guards import breaker_state, window_of
 from projections import queries
@@ -23,7 +23,7 @@ def healthz() -> dict[str, Any]:
 
 
 @router.get("/readyz")
-def readyz(runtime: RuntimeDep) -> JSONResponse:
+def readyz(runtime: AnyRuntimeDep) -> JSONResponse:
     """Readiness: the database answers and every follower this process runs is running."""
     checks: dict[str, Any] = {}
     try:
@@ -45,7 +45,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-def metrics(runtime: RuntimeDep) -> Response:
+def metrics(runtime: AnyRuntimeDep) -> Response:
     """Prometheus text: requests, claims, and each follower's position and lag."""
     try:
         for status in projection_statuses(runtime):
