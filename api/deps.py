@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from api.auth import Principal, authenticate
-from api.errors import Problem, forbidden, not_found
+from api.errors import Problem, forbidden, not_found, validation
 from api.runtime import Runtime
 from domain.agent import Role
 from domain.application import StateOwner
@@ -114,7 +114,15 @@ def wait_for_view(runtime: Runtime, view: str, position: int) -> None:
     """Read-your-writes: wait (bounded) until the view has applied the log up to `position`."""
     deadline = time.monotonic() + runtime.settings.read_wait_seconds
     delay = 0.001
+    with runtime.pool.connection() as conn:
+        if queries.view_position(conn, view) >= position:
+            return
+        head = queries.log_head(conn)
+    if position > head:
+        raise validation(f"min_position {position} is beyond the newest event ({head})")
     while True:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
         with runtime.pool.connection() as conn:
             reached = queries.view_position(conn, view)
         if reached >= position:
@@ -125,7 +133,6 @@ def wait_for_view(runtime: Runtime, view: str, position: int) -> None:
                 "unavailable",
                 "Projection behind",
                 f"the {view} projection is at {reached}, not yet at {position}; try again",
+                headers={"Retry-After": "1"},
                 position=reached,
             )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)

@@ -59,6 +59,14 @@ BAD_REQUESTS: list[tuple[str, str, str, Any, int, str]] = [
     ("bad list limit", "GET", "/v1/items?limit=0", None, 422, "validation_error"),
     ("forged cursor", "GET", "/v1/items?cursor=bm90IGEgY3Vyc29y", None, 422, "validation_error"),
     ("negative min_position", "GET", "/v1/items?min_position=-1", None, 422, "validation_error"),
+    (
+        "min_position past the log",
+        "GET",
+        "/v1/items?min_position=999999",
+        None,
+        422,
+        "validation_error",
+    ),
     ("empty pipeline", "PUT", "/v1/pipelines/p", {"stages": []}, 422, "validation_error"),
     ("pipeline not JSON", "PUT", "/v1/pipelines/p", NOT_JSON, 422, "validation_error"),
     (
