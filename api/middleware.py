@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -17,6 +18,20 @@ log = structlog.get_logger("stateowner.request")
 
 class BodyTooLarge(Exception):
     pass
+
+
+# A JSON \u0000 escape: one not itself escaped, i.e. after an even run of backslashes.
+JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def carries_nul(scope: Scope, body: bytes) -> bool:
+    """PostgreSQL text and jsonb cannot hold NUL: refuse it at the door, not in a projection."""
+    return (
+        "\x00" in scope["path"]
+        or b"%00" in scope.get("query_string", b"")
+        or b"\x00" in body
+        or JSON_NUL.search(body) is not None
+    )
 
 
 class RequestContextMiddleware:
@@ -69,6 +84,15 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise BodyTooLarge
             body = await self._read_body(receive)
+            if carries_nul(scope, body):
+                response = problem_response(
+                    422,
+                    "validation_error",
+                    "Invalid request",
+                    "the request carries a NUL character (\\u0000), which cannot be stored",
+                )
+                await response(scope, receive, send_with_id)
+                return
             replayed = False
 
             async def replay() -> Message:
