@@ -114,10 +114,12 @@ class Runtime:
     def _publish_ready(self, stage: str, item_id: uuid.UUID) -> None:
         """Tell waiting claims in every process which item just became ready (a hint only:
         claims still find it through item_status if this NOTIFY is lost)."""
+        self.ready.signal(stage, item_id)
         try:
             with self.pool.connection(timeout=1) as conn:
                 conn.execute(
-                    "SELECT pg_notify(%s, %s)", (READY_CHANNEL, ready_payload(stage, item_id))
+                    "SELECT pg_notify(%s, %s)",
+                    (READY_CHANNEL, ready_payload(stage, item_id, self.ready.origin)),
                 )
         except Exception as error:
             log.warning("ready_hint_lost", stage=stage, error=str(error))

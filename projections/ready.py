@@ -20,8 +20,8 @@ HINT_SEPARATOR = "\n"
 MAX_HINTS = 10_000
 
 
-def ready_payload(stage: str, item_id: uuid.UUID) -> str:
-    return f"{stage}{HINT_SEPARATOR}{item_id}"
+def ready_payload(stage: str, item_id: uuid.UUID, origin: str) -> str:
+    return HINT_SEPARATOR.join((stage, str(item_id), origin))
 
 
 class ReadySignal:
@@ -30,6 +30,8 @@ class ReadySignal:
     def __init__(self, conninfo: str, on_lost: Callable[[str], None] | None = None) -> None:
         self.conninfo = conninfo
         self.on_lost = on_lost
+        # Hints this process published reach its waiters directly; their NOTIFY echo is skipped.
+        self.origin = uuid.uuid4().hex
         self._condition = threading.Condition()
         self._generations: dict[str, int] = {}
         self._hints: dict[str, deque[uuid.UUID]] = {}
@@ -74,7 +76,10 @@ class ReadySignal:
             return hints.popleft() if hints else None
 
     def on_notify(self, payload: str) -> None:
-        stage, _, item = payload.partition(HINT_SEPARATOR)
+        stage, _, rest = payload.partition(HINT_SEPARATOR)
+        item, _, origin = rest.partition(HINT_SEPARATOR)
+        if origin == self.origin:
+            return
         try:
             item_id = uuid.UUID(item) if item else None
         except ValueError:
