@@ -37,6 +37,7 @@ class Database:
             "POSTGRES_CONNECT_TIMEOUT": "2",
             "CREATE_TABLE": "y",
             "AGGREGATE_CACHE_MAXSIZE": "10000",
+            "PROCESS_RECORDER_TOPIC": "projections.log_recorder:SingleTripRecorder",
         }
 
 
