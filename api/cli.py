@@ -8,8 +8,9 @@ import sys
 import threading
 import tomllib
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import uvicorn
@@ -24,6 +25,7 @@ from api.settings import Settings
 from domain.agent import Agent, hash_token
 from domain.errors import DomainError
 from projections import maintenance, queries
+from projections.base import View
 
 cli = typer.Typer(
     help="stateowner: the event-sourced owner of shared agent state.", no_args_is_help=True
@@ -97,52 +99,44 @@ def _progress() -> Progress:
     )
 
 
-def _run_over_log(action: str, name: str | None) -> list[tuple[str, Any]]:
-    runtime = _runtime()
+def _view_classes(name: str | None) -> list[type[View]]:
     try:
-        try:
-            view_classes = maintenance.views_named(name)
-        except KeyError as error:
-            errors.print(str(error.args[0]))
-            raise typer.Exit(2) from None
-        head = runtime.app.position()
-        results = []
-        with _progress() as progress:
-            for view_class in view_classes:
-                task = progress.add_task(f"{action} {view_class.name}", total=head or 1, rate="")
-                done = 0
+        return maintenance.views_named(name)
+    except KeyError as error:
+        errors.print(str(error.args[0]))
+        raise typer.Exit(2) from None
 
-                def advance(count: int, task: Any = task) -> None:
-                    nonlocal done
-                    done += count
-                    elapsed = progress.tasks[task].elapsed or 1e-9
-                    progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} ev/s")
 
-                run = maintenance.rebuild if action == "rebuild" else maintenance.verify
-                results.append(
-                    (
-                        view_class.name,
-                        run(
-                            view_class,
-                            runtime.datastore,
-                            runtime.app.recorder,
-                            runtime.app.mapper,
-                            advance,
-                        ),
-                    )
-                )
-                progress.update(task, completed=head or 1)
-        return results
-    finally:
-        runtime.close()
+def _progress_callback(progress: Progress, description: str, total: int) -> Callable[[int], None]:
+    task = progress.add_task(description, total=total or 1, rate="")
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        elapsed = progress.tasks[task].elapsed or 1e-9
+        progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} ev/s")
+
+    return advance
 
 
 @projections_cli.command("rebuild")
 def rebuild(
     name: Annotated[str | None, typer.Argument(help="one projection; all when omitted")] = None,
 ) -> None:
-    """Replay the log from position 0 into fresh tables, then swap them in."""
-    for view_name, position in _run_over_log("rebuild", name):
+    """Replay the log from position 0 into fresh tables (one pass for all), then swap them in."""
+    view_classes = _view_classes(name)
+    runtime = _runtime()
+    try:
+        with _progress() as progress:
+            names = ", ".join(view.name for view in view_classes)
+            advance = _progress_callback(progress, f"rebuild {names}", runtime.app.position())
+            positions = maintenance.rebuild_many(
+                view_classes, runtime.datastore, runtime.app.recorder, runtime.app.mapper, advance
+            )
+    finally:
+        runtime.close()
+    for view_name, position in positions.items():
         console.print(f"rebuilt {view_name} to position {position}")
 
 
@@ -151,8 +145,31 @@ def verify(
     name: Annotated[str | None, typer.Argument(help="one projection; all when omitted")] = None,
 ) -> None:
     """Rebuild into shadow tables and diff them against the live ones; exit 1 on drift."""
+    view_classes = _view_classes(name)
+    runtime = _runtime()
+    results = []
+    try:
+        with _progress() as progress:
+            for view_class in view_classes:
+                advance = _progress_callback(
+                    progress, f"verify {view_class.name}", runtime.app.position()
+                )
+                results.append(
+                    (
+                        view_class.name,
+                        maintenance.verify(
+                            view_class,
+                            runtime.datastore,
+                            runtime.app.recorder,
+                            runtime.app.mapper,
+                            advance,
+                        ),
+                    )
+                )
+    finally:
+        runtime.close()
     drift = 0
-    for view_name, (position, differences) in _run_over_log("verify", name):
+    for view_name, (position, differences) in results:
         if differences:
             for difference in differences:
                 console.print(f"[red]drift[/red] {difference.describe()}")

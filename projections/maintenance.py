@@ -13,7 +13,7 @@ from psycopg import sql
 
 from projections.agents import AgentsView
 from projections.audit import AuditView
-from projections.base import View
+from projections.base import View, ViewGroup
 from projections.follower import read_batch
 from projections.item_status import ItemStatusView
 from projections.spend import BudgetsView, SpendView
@@ -73,12 +73,23 @@ def replay(
     """Replay the log from the start into a freshly created view, committing every batch."""
     view.drop_tables()
     view.create_table()
+    return _replay_into(view, recorder, mapper, stop=stop, progress=progress)
+
+
+def _replay_into(
+    handler: View | ViewGroup,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    *,
+    stop: int | None,
+    progress: Progress | None,
+) -> int:
     after = 0
     while True:
         batch = read_batch(recorder, mapper, after, REBUILD_BATCH, stop=stop)
         if not batch:
             return after
-        view.process_batch(batch, after)
+        handler.process_batch(batch, after)
         after = batch[-1][1]
         if progress is not None:
             progress(len(batch))
@@ -110,12 +121,30 @@ def rebuild(
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> int:
-    live = view_class(live_datastore)
-    live.create_table()
+    positions = rebuild_many([view_class], live_datastore, recorder, mapper, progress)
+    return positions[view_class.name]
+
+
+def rebuild_many(
+    view_classes: list[type[View]],
+    live_datastore: PostgresDatastore,
+    recorder: ApplicationRecorder,
+    mapper: Mapper[Any],
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """Rebuild several views from one pass over the log, then swap each one in."""
+    lives = [view_class(live_datastore) for view_class in view_classes]
+    for live in lives:
+        live.create_table()
     with shadow_datastore(live_datastore, SHADOW_SCHEMA) as datastore:
-        shadow = view_class(datastore, live=False)
-        replay(shadow, recorder, mapper, stop=None, progress=progress)
-        return install(shadow, live)
+        shadows = [view_class(datastore, live=False) for view_class in view_classes]
+        for shadow in shadows:
+            shadow.drop_tables()
+            shadow.create_table()
+        _replay_into(ViewGroup(shadows), recorder, mapper, stop=None, progress=progress)
+        return {
+            live.name: install(shadow, live) for shadow, live in zip(shadows, lives, strict=True)
+        }
 
 
 @dataclass(frozen=True)
