@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -45,13 +44,6 @@ async def get_app(runtime: RuntimeDep) -> StateOwner:
 
 
 AppDep = Annotated[StateOwner, Depends(get_app)]
-
-
-async def get_clock(runtime: RuntimeDep) -> Callable[[], datetime]:
-    return runtime.app.clock
-
-
-ClockDep = Annotated[Callable[[], datetime], Depends(get_clock)]
 
 
 def request_context(request: Request) -> dict[str, Any]:

@@ -25,19 +25,6 @@ class AgentCreate(Body):
     stages: list[Name] = Field(default_factory=list, max_length=100)
 
 
-class AgentOut(BaseModel):
-    id: str
-    name: str
-    role: str
-    stages: list[str]
-    disabled: bool = False
-    token: str | None = None
-
-
-class AgentListOut(BaseModel):
-    agents: list[JsonObject]
-
-
 class ItemCreate(Body):
     pipeline: Name
     topic: Name
@@ -173,15 +160,6 @@ class PipelineOut(BaseModel):
     spec: JsonObject
     position: int | None = None
     updated_at: datetime
-
-
-class ProjectionOut(BaseModel):
-    name: str
-    position: int
-    head: int
-    lag: int
-    running: bool | None
-    error: str | None
 
 
 class OperatorCommandOut(BaseModel):

@@ -30,7 +30,6 @@ class Bus:
     def __init__(self, app: StateOwner, governor: Governor | None = None) -> None:
         self.app = app
         self.governor = governor
-        self.decisions = 0
 
     def position(self) -> int:
         return self.app.recorder.max_tracking_id(StateOwner.name) or 0
@@ -79,7 +78,6 @@ class Bus:
             )
         except IntegrityError:
             return False, after  # an item moved meanwhile, or another bus got there: one by one
-        self.decisions += len(decided)
         return True, triggers[-1][1]
 
     def _decide(self, trigger: Any, position: int) -> bool:
@@ -101,7 +99,6 @@ class Bus:
                     return True  # another bus took this decision
                 continue  # the item moved under us (a cancel, say): decide again on fresh state
             if appended is not None:
-                self.decisions += 1
                 log.debug(
                     "bus_decided",
                     item_id=str(trigger.originator_id),

@@ -446,12 +446,10 @@ class StateOwner(Application[uuid.UUID]):
         )
 
     def expire_lease(self, item_id: uuid.UUID, *, actor: str, caused_by: str) -> tuple[Item, int]:
-        def command() -> tuple[Item, int]:
-            item = self.item(item_id)
-            item.expire_lease(now=self.clock(), actor=actor, caused_by=caused_by)
-            return item, self._append(item)
-
-        return self._retrying(command)
+        return self._operate(
+            item_id,
+            lambda item: item.expire_lease(now=self.clock(), actor=actor, caused_by=caused_by),
+        )
 
     def retry_item(self, item_id: uuid.UUID, *, actor: str, caused_by: str) -> tuple[Item, int]:
         return self._operate(item_id, lambda item: item.retry(actor=actor, caused_by=caused_by))

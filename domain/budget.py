@@ -111,9 +111,6 @@ class Budget(Aggregate):
             raise StateConflict(f"the breaker of {self.scope} is reset for {window} already")
         self._reset(scope=self.scope, window=window, actor=actor, caused_by=caused_by)
 
-    def is_reset_for(self, window: str) -> bool:
-        return window in self.reset_windows
-
     @event("BudgetChanged")
     def _limits_changed(
         self, scope: str, alert_usd: Decimal, halt_usd: Decimal, actor: str, caused_by: str

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
@@ -52,8 +51,6 @@ class FollowerState:
     error: str | None = None
     failures: int = 0
     standby: bool = False
-    last_processed_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def read_batch(
@@ -80,7 +77,6 @@ class Follower:
         mapper: Mapper[Any],
         conninfo: str,
         channel: str,
-        on_batch: Callable[[BatchHandler, int], None] | None = None,
         exclusive: bool = False,
     ) -> None:
         self.handler = handler
@@ -88,7 +84,6 @@ class Follower:
         self.mapper = mapper
         self.conninfo = conninfo
         self.channel = channel
-        self.on_batch = on_batch
         self.exclusive = exclusive
         self._holds_lock = False
         self.state = FollowerState()
@@ -170,11 +165,8 @@ class Follower:
                         continue
                     known = batch[-1][1]
                     self.state.position = known
-                    self.state.last_processed_at = time.time()
                     self._recovered(after)
                     backoff = 0.05
-                    if self.on_batch is not None:
-                        self.on_batch(self.handler, len(batch))
                     continue
                 known = after
                 self.state.position = after

@@ -7,7 +7,6 @@ from typing import Any
 
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
-from psycopg.types.json import Jsonb
 
 from projections.base import View, handles
 
@@ -172,6 +171,3 @@ class ItemStatusView(View):
     @handles("ItemResumed")
     def item_resumed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(curs, event, position, "status = status")
-
-
-__all__ = ["READY_CHANNEL", "ItemStatusView", "Jsonb"]

@@ -9,7 +9,6 @@ from typing import Any
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
-from domain.budget import scopes_of
 from domain.guards import window_of
 from projections.base import View, handles
 
@@ -115,6 +114,3 @@ class BudgetsView(View):
     @handles("BreakerReset")
     def reset(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._window(curs, event, "reset_window = %(window)s")
-
-
-__all__ = ["BudgetsView", "SpendView", "scopes_of"]

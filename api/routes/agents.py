@@ -98,8 +98,7 @@ def rotate_token(
     name: str, principal: Admin, app: AppDep, caused_by: RequestIdDep
 ) -> dict[str, Any]:
     """A new token for the agent, shown this once; the old one is refused from now on."""
-    agent = app.agent(name)
-    token = new_token(agent.id)
+    token = new_token(Agent.create_id(name))
     agent, position = app.rotate_token(
         name, token_hash=hash_token(token), actor=principal.actor, caused_by=caused_by
     )
