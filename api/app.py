@@ -1,4 +1,4 @@
-"""The composition root: the FastAPI app, whose lifespan builds everything from Settings."""
+"""The FastAPI app; its lifespan builds and starts the process's Container from Settings."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api.container import Container
 from api.errors import install_error_handlers
-from api.logs import configure_logging
 from api.metrics import Metrics
 from api.middleware import RequestContextMiddleware
 from api.routes import agents, audit, budgets, health, items, log, pipelines, topics, work
-from api.runtime import Runtime
 from api.settings import Settings
 from domain.application import utc_now
 
@@ -26,14 +25,7 @@ API_DESCRIPTION = (
 )
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    clock: Callable[[], datetime] = utc_now,
-    run_followers: bool | None = None,
-) -> FastAPI:
-    settings = settings or Settings()
-    configure_logging(settings.log_json, settings.log_level)
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
     metrics = Metrics()
 
     @asynccontextmanager
@@ -42,17 +34,18 @@ def create_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         # A thread woken by the database waits for the GIL at most this long (default 5 ms).
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-        runtime = await run_in_threadpool(Runtime, settings, clock, metrics)
-        start = run_followers if run_followers is not None else True
-        runtime.start(
-            projections=start and settings.run_projections,
-            bus=start and settings.run_bus,
-        )
-        app.state.runtime = runtime
+        container = Container(settings, clock, metrics)
+        app.state.container = container
         try:
+            await run_in_threadpool(
+                container.start,
+                projections=settings.run_projections,
+                bus=settings.run_bus,
+                ready_signal=True,
+            )
             yield
         finally:
-            await run_in_threadpool(runtime.close)
+            await run_in_threadpool(container.close)
 
     app = FastAPI(
         title="stateowner",
@@ -60,8 +53,6 @@ def create_app(
         description=API_DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
     install_error_handlers(app)
     for module in (agents, pipelines, items, work, topics, budgets, audit, log, health):
         app.include_router(module.router)

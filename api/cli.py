@@ -19,12 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.auth import new_token
+from api.container import Container
 from api.logs import configure_logging
-from api.runtime import Runtime
 from api.settings import Settings
 from domain.agent import Agent, hash_token
 from domain.errors import DomainError
-from projections import maintenance, queries
+from domain.values import By, Registration
+from projections import maintenance
 from projections.base import View
 
 cli = typer.Typer(
@@ -44,14 +45,12 @@ errors = Console(stderr=True)
 CLI_ACTOR = "operator:cli"
 
 
-def _runtime() -> Runtime:
-    settings = Settings()
-    configure_logging(settings.log_json, settings.log_level)
-    return Runtime(settings)
+def _container() -> Container:
+    return Container(Settings()).start()
 
 
-def _caused_by() -> str:
-    return f"cli-{uuid.uuid4().hex[:12]}"
+def _by() -> By:
+    return By(CLI_ACTOR, f"cli-{uuid.uuid4().hex[:12]}")
 
 
 @cli.command()
@@ -62,9 +61,7 @@ def serve(
     """Run the API, the projection followers and the bus in one process."""
     from api.app import create_app
 
-    settings = Settings()
-    configure_logging(settings.log_json, settings.log_level)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(create_app(Settings()), host=host, port=port, log_config=None, access_log=False)
 
 
 @cli.command()
@@ -78,14 +75,13 @@ def worker(
     if not projections and not bus:
         errors.print("say which: --projections, --bus, or both")
         raise typer.Exit(2)
-    runtime = _runtime()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    runtime.start(projections=projections, bus=bus, ready_signal=False)
-    console.print(f"worker running: {', '.join(f.name for f in runtime.followers)}")
+    container = Container(Settings()).start(projections=projections, bus=bus)
+    console.print(f"worker running: {', '.join(f.name for f in container.followers)}")
     stop.wait()
-    runtime.close()
+    container.close()
 
 
 def _progress() -> Progress:
@@ -126,16 +122,17 @@ def rebuild(
 ) -> None:
     """Replay the log from position 0 into fresh tables (one pass for all), then swap them in."""
     view_classes = _view_classes(name)
-    runtime = _runtime()
+    container = _container()
+    app = container.app
     try:
         with _progress() as progress:
             names = ", ".join(view.name for view in view_classes)
-            advance = _progress_callback(progress, f"rebuild {names}", runtime.app.position())
+            advance = _progress_callback(progress, f"rebuild {names}", app.position())
             positions = maintenance.rebuild_many(
-                view_classes, runtime.datastore, runtime.app.recorder, runtime.app.mapper, advance
+                view_classes, container.database, app.recorder, app.mapper, advance
             )
     finally:
-        runtime.close()
+        container.close()
     for view_name, position in positions.items():
         console.print(f"rebuilt {view_name} to position {position}")
 
@@ -146,28 +143,19 @@ def verify(
 ) -> None:
     """Rebuild into shadow tables and diff them against the live ones; exit 1 on drift."""
     view_classes = _view_classes(name)
-    runtime = _runtime()
+    container = _container()
+    app = container.app
     results = []
     try:
         with _progress() as progress:
             for view_class in view_classes:
-                advance = _progress_callback(
-                    progress, f"verify {view_class.name}", runtime.app.position()
+                advance = _progress_callback(progress, f"verify {view_class.name}", app.position())
+                verified = maintenance.verify(
+                    view_class, container.database, app.recorder, app.mapper, advance
                 )
-                results.append(
-                    (
-                        view_class.name,
-                        maintenance.verify(
-                            view_class,
-                            runtime.datastore,
-                            runtime.app.recorder,
-                            runtime.app.mapper,
-                            advance,
-                        ),
-                    )
-                )
+                results.append((view_class.name, verified))
     finally:
-        runtime.close()
+        container.close()
     drift = 0
     for view_name, (position, differences) in results:
         if differences:
@@ -186,18 +174,15 @@ def verify(
 @projections_cli.command("status")
 def status() -> None:
     """Each follower's position, the log head and the lag."""
-    runtime = _runtime()
+    container = _container()
     try:
         table = Table("projection", "position", "head", "lag")
-        with runtime.pool.connection() as conn:
-            head = queries.log_head(conn)
-            rows = [(name, queries.view_position(conn, name)) for name in runtime.views]
-            rows.append(("bus", queries.bus_position(conn)))
-        for view_name, position in rows:
+        positions, head = container.queries.positions(list(container.views))
+        for view_name, position in positions.items():
             table.add_row(view_name, str(position), str(head), str(max(head - position, 0)))
         console.print(table)
     finally:
-        runtime.close()
+        container.close()
 
 
 @agents_cli.command("add")
@@ -209,23 +194,16 @@ def add_agent(
     ] = None,
 ) -> None:
     """Register an identity and print its token (shown this once)."""
-    runtime = _runtime()
+    container = _container()
     try:
         token = new_token(Agent.create_id(name))
-        runtime.app.register_agent(
-            name=name,
-            role=role,
-            stages=list(stage or []),
-            token_hash=hash_token(token),
-            request_digest="",
-            actor=CLI_ACTOR,
-            caused_by=_caused_by(),
-        )
+        registration = Registration(name, role, tuple(stage or []), hash_token(token))
+        container.app.register_agent(registration, _by())
     except DomainError as error:
         errors.print(f"refused: {error}")
         raise typer.Exit(1) from None
     finally:
-        runtime.close()
+        container.close()
     print(token)
 
 
@@ -243,22 +221,22 @@ def apply_pipeline(
     except ValueError as error:
         errors.print(f"{file}: {error}")
         raise typer.Exit(1) from None
-    runtime = _runtime()
+    container = _container()
     try:
-        pipeline, position = runtime.app.put_pipeline(
-            name or file.stem, spec, actor=CLI_ACTOR, caused_by=_caused_by()
-        )
+        pipeline, position = container.app.put_pipeline(name or file.stem, spec, _by())
     except DomainError as error:
         errors.print(f"refused: {error}")
         raise typer.Exit(1) from None
     finally:
-        runtime.close()
+        container.close()
     console.print(
         f"pipeline {pipeline.name} is at version {pipeline.version} (position {position})"
     )
 
 
 def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_json, settings.log_level)
     cli(prog_name="stateowner")
 
 

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the runtime, the caller, and role checks."""
+"""FastAPI dependencies: the container, the caller, role checks, and each write's cause."""
 
 from __future__ import annotations
 
@@ -10,21 +10,23 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from api.auth import Principal, authenticate
+from api.container import Container
 from api.errors import Problem, forbidden, not_found, validation
-from api.runtime import Runtime
 from domain.agent import Role
 from domain.application import StateOwner
-from projections import queries
+from domain.values import By
 
 
-async def get_any_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+async def get_any_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
 
 
-async def get_runtime(runtime: Annotated[Runtime, Depends(get_any_runtime)]) -> Runtime:
-    """The runtime, for work that needs the database: 503 at once while it is known to be down."""
-    if not runtime.health.ok:
+async def get_container(
+    container: Annotated[Container, Depends(get_any_container)],
+) -> Container:
+    """The container, for work that needs the database: 503 at once while it is known to be down."""
+    if not container.health.ok:
         raise Problem(
             503,
             "unavailable",
@@ -32,15 +34,15 @@ async def get_runtime(runtime: Annotated[Runtime, Depends(get_any_runtime)]) -> 
             "the database cannot be reached; try again shortly",
             headers={"Retry-After": "1"},
         )
-    return runtime
+    return container
 
 
-AnyRuntimeDep = Annotated[Runtime, Depends(get_any_runtime)]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+AnyContainerDep = Annotated[Container, Depends(get_any_container)]
+ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-async def get_app(runtime: RuntimeDep) -> StateOwner:
-    return runtime.app
+async def get_app(container: ContainerDep) -> StateOwner:
+    return container.app
 
 
 AppDep = Annotated[StateOwner, Depends(get_app)]
@@ -60,25 +62,25 @@ RequestIdDep = Annotated[str, Depends(request_id)]
 
 def get_principal(
     request: Request,
-    runtime: RuntimeDep,
+    container: ContainerDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    admin_token = runtime.settings.admin_token
+    admin_token = container.settings.admin_token
     principal = authenticate(
-        authorization, runtime.app, admin_token.get_secret_value() if admin_token else None
+        authorization, container.app, admin_token.get_secret_value() if admin_token else None
     )
     request_context(request)["principal"] = principal.actor
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AnyPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
 def require(*roles: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
     """A dependency that admits a principal holding (or including) any of the roles."""
 
     # async: a check without I/O should not cost a trip through the thread pool.
-    async def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: AnyPrincipal) -> Principal:
         if not any(principal.has(role) for role in roles):
             raise forbidden(f"this needs the role {' or '.join(roles)}; you are {principal.role}")
         return principal
@@ -87,12 +89,19 @@ def require(*roles: str) -> Callable[[Principal], Coroutine[Any, Any, Principal]
     return check
 
 
-AnyPrincipal = PrincipalDep
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 AgentPrincipal = Annotated[Principal, Depends(require(Role.AGENT))]
 AgentOrOperator = Annotated[Principal, Depends(require(Role.AGENT, Role.OPERATOR))]
+
+
+async def caused_by(principal: AnyPrincipal, request_id: RequestIdDep) -> By:
+    """A write's cause: the calling principal, and this request."""
+    return By(principal.actor, request_id)
+
+
+ByDep = Annotated[By, Depends(caused_by)]
 
 
 def parse_uuid(value: str, what: str) -> uuid.UUID:
@@ -102,21 +111,20 @@ def parse_uuid(value: str, what: str) -> uuid.UUID:
         raise not_found(f"no {what} {value!r}") from None
 
 
-def wait_for_view(runtime: Runtime, view: str, position: int) -> None:
+def wait_for_view(container: Container, view: str, position: int) -> None:
     """Read-your-writes: wait (bounded) until the view has applied the log up to `position`."""
-    deadline = time.monotonic() + runtime.settings.read_wait_seconds
+    deadline = time.monotonic() + container.settings.read_wait_seconds
     delay = 0.001
-    with runtime.pool.connection() as conn:
-        if queries.view_position(conn, view) >= position:
-            return
-        head = queries.log_head(conn)
+    queries = container.queries
+    if queries.view_position(view) >= position:
+        return
+    head = queries.log_head()
     if position > head:
         raise validation(f"min_position {position} is beyond the newest event ({head})")
     while True:
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-        with runtime.pool.connection() as conn:
-            reached = queries.view_position(conn, view)
+        reached = queries.view_position(view)
         if reached >= position:
             return
         if time.monotonic() >= deadline:

@@ -88,16 +88,30 @@ DOMAIN_ERRORS: list[tuple[type[errors.DomainError], int, str, str]] = [
     (errors.InvalidCommand, 422, "validation_error", "Invalid command"),
     (errors.LeaseLost, 409, "lease_lost", "Lease lost"),
     (errors.NotLeaseHolder, 403, "forbidden", "Not the lease holder"),
+    (errors.OutsideScope, 403, "forbidden", "Forbidden"),
+    (errors.BudgetHalted, 423, "budget_halted", "Budget halted"),
     (errors.ReportMismatch, 409, "idempotency_mismatch", "Report differs from the first one"),
     (errors.ConcurrentUpdate, 409, "version_conflict", "Concurrent update"),
     (errors.StateConflict, 409, "invalid_state", "Not allowed in this state"),
 ]
 
 
+def _extra(error: errors.DomainError) -> dict[str, Any]:
+    """What a client needs besides the detail to act on the refusal."""
+    if isinstance(error, errors.BudgetHalted):
+        return {
+            "scope": error.scope,
+            "spent_usd": float(error.spent_usd),
+            "halt_usd": float(error.halt_usd),
+            "window": error.window,
+        }
+    return {}
+
+
 def problem_for_domain_error(error: errors.DomainError) -> Problem:
     for cls, status, code, title in DOMAIN_ERRORS:
         if isinstance(error, cls):
-            return Problem(status, code, title, str(error))
+            return Problem(status, code, title, str(error), **_extra(error))
     return Problem(409, "invalid_state", "Refused", str(error))
 
 
@@ -138,7 +152,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def on_domain_error(request: Request, error: errors.DomainError) -> JSONResponse:
         problem = problem_for_domain_error(error)
-        return problem_response(problem.status, problem.code, problem.title, problem.detail)
+        return problem_response(
+            problem.status, problem.code, problem.title, problem.detail, **problem.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -166,9 +182,9 @@ def install_error_handlers(app: FastAPI) -> None:
         @app.exception_handler(unavailable)
         async def on_unavailable(request: Request, error: Exception) -> JSONResponse:
             log.warning("database_unavailable", error=str(error))
-            runtime = getattr(request.app.state, "runtime", None)
-            if runtime is not None:
-                runtime.health.lost(str(error))
+            container = getattr(request.app.state, "container", None)
+            if container is not None and container.started:
+                container.health.lost(str(error))
             return problem_response(
                 503,
                 "unavailable",

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.encoders import jsonable_encoder
 
-from domain.item import Item
+from domain.item import Item, LeaseEnded, LeaseReported
 
 EVENT_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 NEVER_SHOWN = {"token_hash", "request_digest", "fingerprint"}
@@ -66,19 +66,17 @@ def item_from_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def event_body(domain_event: Any, position: int) -> dict[str, Any]:
     attributes = vars(domain_event)
-    topic = attributes.get("originator_topic") or type(domain_event).__qualname__
     data = {
         key: value
         for key, value in attributes.items()
         if key not in EVENT_ENVELOPE | NEVER_SHOWN | {"actor", "caused_by"}
     }
-    is_item_event = type(domain_event).__qualname__.startswith("Item.") or "domain.item" in str(
-        topic
-    )
     return {
         "position": position,
         "version": domain_event.originator_version,
-        "item_id": str(domain_event.originator_id) if is_item_event else None,
+        "item_id": str(domain_event.originator_id)
+        if isinstance(domain_event, Item.Event)
+        else None,
         "aggregate_id": str(domain_event.originator_id),
         "aggregate": type(domain_event).__qualname__.split(".")[0],
         "type": type(domain_event).__name__,
@@ -122,3 +120,46 @@ def agent_row_body(row: dict[str, Any]) -> dict[str, Any]:
         "last_active_at": row["last_active_at"],
         "created_at": row["created_at"],
     }
+
+
+RUN_RESULTS = {
+    Item.StageCompleted: "completed",
+    Item.StageFailed: "failed",
+    Item.LeaseExpired: "expired",
+}
+
+
+def runs_of(history: list[tuple[Any, int]]) -> list[dict[str, Any]]:
+    """Every attempt at a stage, from its claim to how its lease ended."""
+    runs: dict[str, dict[str, Any]] = {}
+    for event, _ in history:
+        if isinstance(event, Item.StageClaimed):
+            runs[event.lease_id] = {
+                "lease_id": event.lease_id,
+                "agent": event.agent,
+                "stage": event.stage,
+                "attempt": event.attempt,
+                "claimed_at": event.timestamp,
+                "finished_at": None,
+                "result": "running",
+                "outcome": None,
+                "error": None,
+                "cost_usd": 0.0,
+                "tokens": {"in": 0, "out": 0},
+                "duration_ms": None,
+                "trace": None,
+            }
+        elif isinstance(event, LeaseEnded) and event.lease_id in runs:
+            run = runs[event.lease_id]
+            run["finished_at"] = event.timestamp
+            run["result"] = RUN_RESULTS[type(event)]
+            if isinstance(event, LeaseReported):
+                run.update(
+                    outcome=getattr(event, "outcome", None),
+                    error=getattr(event, "error", None),
+                    cost_usd=float(event.cost_usd),
+                    tokens={"in": event.tokens_in, "out": event.tokens_out},
+                    duration_ms=event.duration_ms,
+                    trace=jsonable_encoder(event.trace),
+                )
+    return list(runs.values())

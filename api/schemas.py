@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from domain.values import Completion, Failure, NewItem, Report, TopicFacts
+
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
@@ -30,6 +32,9 @@ class ItemCreate(Body):
     topic: Name
     title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
     input: JsonObject = Field(default_factory=dict)
+
+    def new_item(self, fingerprint: str) -> NewItem:
+        return NewItem(self.pipeline, self.topic, self.title, self.input, fingerprint)
 
 
 class Tokens(BaseModel):
@@ -96,24 +101,33 @@ Money = Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=20, decimal_plac
 Count = Annotated[int, Field(ge=0, le=10**12)]
 
 
-class CompleteRequest(Body):
+class ReportBody(Body):
+    """What a run cost and how it went; every report on a lease carries it."""
+
+    cost_usd: Money = Decimal(0)
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    duration_ms: Count = 0
+    trace: Any = None
+
+    def report(self) -> Report:
+        return Report(self.cost_usd, self.tokens_in, self.tokens_out, self.duration_ms, self.trace)
+
+
+class CompleteRequest(ReportBody):
     outcome: Name | None = None
     output: Any = None
-    cost_usd: Money = Decimal(0)
-    tokens_in: Count = 0
-    tokens_out: Count = 0
-    duration_ms: Count = 0
-    trace: Any = None
+
+    def completion(self) -> Completion:
+        return Completion(self.output, self.outcome, self.report())
 
 
-class FailRequest(Body):
+class FailRequest(ReportBody):
     error: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
     retryable: bool = True
-    cost_usd: Money = Decimal(0)
-    tokens_in: Count = 0
-    tokens_out: Count = 0
-    duration_ms: Count = 0
-    trace: Any = None
+
+    def failure(self) -> Failure:
+        return Failure(self.error, self.retryable, self.report())
 
 
 class StageReportOut(BaseModel):
@@ -131,6 +145,9 @@ class TopicPut(Body):
         default_factory=list, max_length=100
     )
     metadata: JsonObject = Field(default_factory=dict)
+
+    def facts(self) -> TopicFacts:
+        return TopicFacts(self.owner, self.priority, tuple(self.tags), self.metadata)
 
 
 class EventOut(BaseModel):

@@ -231,23 +231,23 @@ def throughput(base: str, tokens: dict[str, str], agents: int, items: int) -> fl
 
 
 def rebuild_rate(database_url: str, names: list[str]) -> tuple[int, float]:
-    from api.runtime import Runtime
+    from api.container import Container
     from api.settings import Settings
     from projections import maintenance
 
-    runtime = Runtime(Settings(database_url=database_url))
+    container = Container(Settings(database_url=database_url)).start()
     try:
-        events = runtime.app.position()
+        events = container.app.position()
         started = time.perf_counter()
         maintenance.rebuild_many(
             [maintenance.VIEWS[name] for name in names],
-            runtime.datastore,
-            runtime.app.recorder,
-            runtime.app.mapper,
+            container.database,
+            container.app.recorder,
+            container.app.mapper,
         )
         return events, time.perf_counter() - started
     finally:
-        runtime.close()
+        container.close()
 
 
 def percentile(values: list[float], fraction: float) -> float:

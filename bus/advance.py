@@ -11,14 +11,19 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from bus.governor import Governor
 from domain.application import StateOwner
-from domain.errors import ConcurrentUpdate, NotFound
-from domain.item import Item
+from domain.errors import ConcurrentUpdate
+from domain.item import LeaseEnded
+from domain.values import By
 
 log = structlog.get_logger(__name__)
 
-TRIGGERS = frozenset({"StageCompleted", "StageFailed", "LeaseExpired"})
 BUS_ACTOR = "system:bus"
 DECISION_ATTEMPTS = 5
+
+
+def decided_by(position: int) -> By:
+    """A decision's cause is the position of the event it answers."""
+    return By(BUS_ACTOR, f"event:{position}")
 
 
 class Bus:
@@ -35,13 +40,13 @@ class Bus:
         return self.app.recorder.max_tracking_id(StateOwner.name) or 0
 
     def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
-        triggers = [(e, p) for e, p in batch if type(e).__name__ in TRIGGERS]
-        handled, tracked = (
-            self._decide_together(triggers, after) if len(triggers) > 1 else (False, after)
-        )
-        if not handled:
-            for domain_event, position in triggers:
-                if self._decide(domain_event, position):
+        triggers = [(e, p) for e, p in batch if isinstance(e, LeaseEnded)]
+        tracked = after
+        if len(triggers) > 1 and self._decide_together(triggers):
+            tracked = triggers[-1][1]
+        else:
+            for trigger, position in triggers:
+                if self._decide(trigger, position):
                     tracked = position
         last = batch[-1][1]
         if last > tracked:
@@ -50,51 +55,29 @@ class Bus:
         if self.governor is not None:
             self.governor.after_batch(batch)
 
-    def _decide_together(self, triggers: list[tuple[Any, int]], after: int) -> tuple[bool, int]:
+    def _decide_together(self, triggers: list[tuple[LeaseEnded, int]]) -> bool:
         """Under load, decide a batch's triggers in one transaction (one commit, not one each).
-        Returns whether that handled them, and the position it tracked; when it could not, it
-        has appended nothing and the caller decides one by one."""
-        decided: dict[Any, Item] = {}
-        for trigger, position in triggers:
-            if trigger.originator_id in decided:
-                return False, after  # two triggers of one item: decide them in order instead
-            try:
-                item = self.app.item(trigger.originator_id)
-            except NotFound:
-                continue
-            if self.app.apply_decision(
-                item,
-                trigger.originator_version,
-                trigger,
-                actor=BUS_ACTOR,
-                caused_by=f"event:{position}",
-            ):
-                decided[trigger.originator_id] = item
-        if not decided:
-            return True, after
+        Returns whether that handled them; when it could not, it has appended nothing and the
+        caller decides one by one."""
+        if len({trigger.originator_id for trigger, _ in triggers}) < len(triggers):
+            return False  # two triggers of one item: decide them in order instead
         try:
-            self.app.decide_together(
-                list(decided.values()), tracking=Tracking(StateOwner.name, triggers[-1][1])
+            self.app.decide(
+                [(trigger, decided_by(position)) for trigger, position in triggers],
+                Tracking(StateOwner.name, triggers[-1][1]),
             )
-        except IntegrityError:
-            return False, after  # an item moved meanwhile, or another bus got there: one by one
-        return True, triggers[-1][1]
+        except ConcurrentUpdate:
+            return False  # an item moved meanwhile, or another bus got there: one by one
+        return True
 
-    def _decide(self, trigger: Any, position: int) -> bool:
+    def _decide(self, trigger: LeaseEnded, position: int) -> bool:
         """Returns True when a decision (with tracking) was appended for this trigger."""
         for _ in range(DECISION_ATTEMPTS):
             try:
                 appended = self.app.decide(
-                    trigger.originator_id,
-                    trigger.originator_version,
-                    trigger,
-                    tracking=Tracking(StateOwner.name, position),
-                    actor=BUS_ACTOR,
-                    caused_by=f"event:{position}",
+                    [(trigger, decided_by(position))], Tracking(StateOwner.name, position)
                 )
-            except NotFound:
-                return False
-            except (IntegrityError, ConcurrentUpdate):
+            except ConcurrentUpdate:
                 if self.position() >= position:
                     return True  # another bus took this decision
                 continue  # the item moved under us (a cancel, say): decide again on fresh state

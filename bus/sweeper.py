@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any
 
 import psycopg
 import structlog
@@ -12,7 +11,9 @@ import structlog
 from bus.governor import Governor
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate, NotFound, StateConflict
+from domain.values import By
 from projections.follower import try_advisory_lock
+from projections.queries import Queries
 
 log = structlog.get_logger(__name__)
 
@@ -29,11 +30,13 @@ class LeaseSweeper:
     def __init__(
         self,
         app: StateOwner,
+        queries: Queries,
         conninfo: str,
         interval_seconds: float,
         governor: Governor | None = None,
     ) -> None:
         self.app = app
+        self.queries = queries
         self.governor = governor
         self.conninfo = conninfo
         self.interval_seconds = interval_seconds
@@ -61,25 +64,14 @@ class LeaseSweeper:
     def sweep_now(self) -> None:
         self._wake.set()
 
-    def sweep(self, conn: psycopg.Connection[Any]) -> int:
+    def sweep(self) -> int:
         """Expire every lease past its time; returns how many were expired."""
-        now = self.app.clock()
-        rows = conn.execute(
-            "SELECT item_id FROM item_status WHERE status = 'claimed' AND lease_expires_at <= %s "
-            "ORDER BY lease_expires_at LIMIT %s",
-            (now, SWEEP_BATCH),
-        ).fetchall()
-        count = 0
-        for (item_id,) in rows:
-            if self._expire(item_id):
-                count += 1
-        return count
+        expired = self.queries.expired_leases(self.app.clock(), SWEEP_BATCH)
+        return sum(self._expire(item_id) for item_id in expired)
 
     def _expire(self, item_id: uuid.UUID) -> bool:
         try:
-            self.app.expire_lease(
-                item_id, actor=SWEEPER_ACTOR, caused_by=f"sweep-{uuid.uuid4().hex[:12]}"
-            )
+            self.app.expire_lease(item_id, By(SWEEPER_ACTOR, f"sweep-{uuid.uuid4().hex[:12]}"))
         except (StateConflict, ConcurrentUpdate, NotFound):
             return False  # renewed, finished or cancelled since the row was read
         self.expired += 1
@@ -96,7 +88,7 @@ class LeaseSweeper:
                             break
                         self._stopping.wait(self.interval_seconds)
                     while not self._stopping.is_set():
-                        self.sweep(conn)
+                        self.sweep()
                         if self.governor is not None:
                             self.governor.check()  # a safety net for crossings a crash let slip
                         self.error = None

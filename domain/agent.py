@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from typing import TYPE_CHECKING
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidCommand, StateConflict
+from domain.recorded import Recorded, RecordedAggregate
+from domain.values import By, Registration
 
 AGENT_NAMESPACE = uuid.UUID("c4f0e7a9-2d1b-4b6e-a3c8-7e5d9f1a2b03")
 
@@ -39,30 +42,68 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Agent(Aggregate):
+class Agent(RecordedAggregate):
+    """An identity that acts on items: its role, the stages it may work on, its token's hash."""
+
+    if TYPE_CHECKING:
+        name: str
+        role: str
+        stages: list[str]
+        token_hash: str
+        request_digest: str
+        disabled: bool
+
+    class AgentRegistered(Aggregate.Created, Recorded):
+        name: str
+        role: str
+        stages: list[str]
+        token_hash: str
+        request_digest: str
+
+        def apply(self, agent: Agent) -> None:
+            agent.name = self.name
+            agent.role = self.role
+            agent.stages = self.stages
+            agent.token_hash = self.token_hash
+            agent.request_digest = self.request_digest
+            agent.disabled = False
+
+    class TokenRotated(Recorded):
+        token_hash: str
+
+        def apply(self, agent: Agent) -> None:
+            agent.token_hash = self.token_hash
+
+    class AgentScopeChanged(Recorded):
+        stages: list[str]
+
+        def apply(self, agent: Agent) -> None:
+            agent.stages = self.stages
+
+    class AgentDisabled(Recorded):
+        def apply(self, agent: Agent) -> None:
+            agent.disabled = True
+
     @staticmethod
     def create_id(name: str) -> uuid.UUID:
         return uuid.uuid5(AGENT_NAMESPACE, name)
 
-    @event("AgentRegistered")
-    def __init__(
-        self,
-        name: str,
-        role: str,
-        stages: list[str],
-        token_hash: str,
-        request_digest: str,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        if role not in Role.ALL:
-            raise InvalidCommand(f"role must be one of {', '.join(Role.ALL)}, not {role!r}")
-        self.name = name
-        self.role = role
-        self.stages = stages
-        self.token_hash = token_hash
-        self.request_digest = request_digest
-        self.disabled = False
+    @classmethod
+    def register(cls, registration: Registration, by: By) -> Agent:
+        if registration.role not in Role.ALL:
+            raise InvalidCommand(
+                f"role must be one of {', '.join(Role.ALL)}, not {registration.role!r}"
+            )
+        return cls._begin(
+            cls.AgentRegistered,
+            cls.create_id(registration.name),
+            by,
+            name=registration.name,
+            role=registration.role,
+            stages=list(registration.stages),
+            token_hash=registration.token_hash,
+            request_digest=registration.request_digest,
+        )
 
     def token_matches(self, token: str) -> bool:
         return not self.disabled and hmac.compare_digest(self.token_hash, hash_token(token))
@@ -70,32 +111,21 @@ class Agent(Aggregate):
     def may_work_on(self, stage: str) -> bool:
         return self.role == Role.AGENT and stage in self.stages
 
-    def disable(self, *, actor: str, caused_by: str) -> None:
+    def disable(self, by: By) -> None:
         if self.disabled:
             raise StateConflict(f"agent {self.name!r} is disabled already")
-        self._disabled(actor=actor, caused_by=caused_by)
+        self._record(Agent.AgentDisabled, by)
 
-    def rotate_token(self, *, token_hash: str, actor: str, caused_by: str) -> None:
+    def rotate_token(self, token_hash: str, by: By) -> None:
         if self.disabled:
             raise StateConflict(f"agent {self.name!r} is disabled")
-        self._token_rotated(token_hash=token_hash, actor=actor, caused_by=caused_by)
+        self._record(Agent.TokenRotated, by, token_hash=token_hash)
 
-    def change_stages(self, *, stages: list[str], actor: str, caused_by: str) -> bool:
+    def change_stages(self, stages: list[str], by: By) -> bool:
+        """Record a new scope; returns False (and records nothing) when nothing changed."""
         if self.role != Role.AGENT and stages:
             raise InvalidCommand(f"only an agent has stages; {self.name!r} is {self.role}")
         if stages == self.stages:
             return False
-        self._stages_changed(stages=stages, actor=actor, caused_by=caused_by)
+        self._record(Agent.AgentScopeChanged, by, stages=stages)
         return True
-
-    @event("TokenRotated")
-    def _token_rotated(self, token_hash: str, actor: str, caused_by: str) -> None:
-        self.token_hash = token_hash
-
-    @event("AgentScopeChanged")
-    def _stages_changed(self, stages: list[str], actor: str, caused_by: str) -> None:
-        self.stages = stages
-
-    @event("AgentDisabled")
-    def _disabled(self, actor: str, caused_by: str) -> None:
-        self.disabled = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 
 class DomainError(Exception):
     """A command was refused by a domain rule."""
@@ -49,3 +51,21 @@ class ConcurrentUpdate(DomainError):
 
 class NotLeaseHolder(DomainError):
     """The lease is held by another agent."""
+
+
+class OutsideScope(DomainError):
+    """The agent may not work on that stage."""
+
+
+class BudgetHalted(DomainError):
+    """A breaker over the work is open: its scope spent its halt limit in this window."""
+
+    def __init__(self, scope: str, spent_usd: Decimal, halt_usd: Decimal, window: str) -> None:
+        super().__init__(
+            f"the breaker of {scope} is open: {spent_usd} USD spent today "
+            f"of a {halt_usd} USD halt limit"
+        )
+        self.scope = scope
+        self.spent_usd = spent_usd
+        self.halt_usd = halt_usd
+        self.window = window

@@ -115,6 +115,9 @@ class Halt:
     then: Advance | Complete
 
 
+Step = Decision | Halt
+
+
 def over_item_budget(spec: PipelineSpec, cost_usd: Decimal) -> bool:
     return spec.item_budget_usd is not None and cost_usd >= Decimal(str(spec.item_budget_usd))
 

@@ -7,10 +7,11 @@ import json
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
+from domain import guards
 from domain.errors import (
     InvalidCommand,
     LeaseLost,
@@ -20,6 +21,8 @@ from domain.errors import (
     StateConflict,
 )
 from domain.pipeline import PipelineSpec, known_outcomes, parse_spec
+from domain.recorded import Recorded, RecordedAggregate
+from domain.values import By, Completion, Failure, NewItem, Report
 
 
 class Status:
@@ -35,6 +38,12 @@ class Status:
 
 
 EXPIRED = "expired"
+STEP_VERBS = {
+    guards.Advance: "advanced",
+    guards.Complete: "completed",
+    guards.Park: "parked",
+    guards.Halt: "halted",
+}
 
 
 def report_fingerprint(report: dict[str, Any]) -> str:
@@ -43,89 +52,251 @@ def report_fingerprint(report: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class Item(Aggregate):
+# -- the kinds of item event; the events themselves are declared on Item -------------------------
+
+
+class LeaseEvent(Recorded):
+    """An event about one lease on one stage."""
+
+    stage: str
+    lease_id: str
+    agent: str
+
+
+class LeaseEnded(LeaseEvent):
+    """A lease ended (done, failed or expired): the item waits for the bus to decide what next."""
+
+    def apply(self, item: Item) -> None:
+        item.finished_leases[self.lease_id] = (self.ending, self.originator_version)
+        item.status = Status.ADVANCING
+        item.lease_expires_at = None
+        item.trigger_version = self.originator_version
+
+    @property
+    def ending(self) -> str:
+        """What a later report on this lease is compared with."""
+        return EXPIRED
+
+
+class LeaseReported(LeaseEnded):
+    """The lease's holder reported how the stage went, with what it cost."""
+
+    cost_usd: Decimal
+    tokens_in: int
+    tokens_out: int
+    duration_ms: int
+    trace: Any
+    fingerprint: str
+    at: datetime
+
+    def apply(self, item: Item) -> None:
+        super().apply(item)
+        item.cost_usd += self.cost_usd
+        item.tokens_in += self.tokens_in
+        item.tokens_out += self.tokens_out
+
+    @property
+    def ending(self) -> str:
+        return self.fingerprint
+
+    @property
+    def report(self) -> Report:
+        return Report(self.cost_usd, self.tokens_in, self.tokens_out, self.duration_ms, self.trace)
+
+
+class ItemStopped(Recorded):
+    """The item stopped moving: it is done, cancelled, parked or halted."""
+
+    status: ClassVar[str]
+
+    def apply(self, item: Item) -> None:
+        item.status = self.status
+        _drop_lease(item)
+        item.trigger_version = None
+
+
+def _drop_lease(item: Item) -> None:
+    item.lease_id = None
+    item.agent = None
+    item.lease_expires_at = None
+
+
+class Item(RecordedAggregate):
     """Owns where one piece of work stands. Every change is an event; nothing is inferred."""
 
-    @event("ItemCreated")
-    def __init__(
-        self,
-        *,
-        id: uuid.UUID,
-        pipeline: str,
-        pipeline_version: int,
-        spec: dict[str, Any],
-        topic: str,
-        title: str,
-        input: dict[str, Any],
-        fingerprint: str,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        self.pipeline = pipeline
-        self.pipeline_version = pipeline_version
-        self.spec = spec
-        self.topic = topic
-        self.title = title
-        self.input = input
-        self.fingerprint = fingerprint
-        self.created_by = actor
-        self.status = Status.READY
-        self.stage = ""
-        self.visit = 0
-        self.attempt = 0
-        self.not_before: datetime | None = None
-        self.lease_id: str | None = None
-        self.agent: str | None = None
-        self.lease_expires_at: datetime | None = None
-        self.visits: dict[str, int] = {}
-        self.transitions = 0
-        self.outputs: dict[str, Any] = {}
-        self.cost_usd = Decimal(0)
-        self.tokens_in = 0
-        self.tokens_out = 0
-        self.finished_leases: dict[str, tuple[str, int]] = {}
-        self.trigger_version: int | None = None
-        self.path: list[str] = []
-        self.resume_stage: str | None = None
-        self.resume_reason = ""
+    if TYPE_CHECKING:
+        pipeline: str
+        pipeline_version: int
+        spec: dict[str, Any]
+        topic: str
+        title: str
+        input: dict[str, Any]
+        fingerprint: str
+        created_by: str
+        status: str
+        stage: str
+        visit: int
+        attempt: int
+        not_before: datetime | None
+        lease_id: str | None
+        agent: str | None
+        lease_expires_at: datetime | None
+        visits: dict[str, int]
+        transitions: int
+        outputs: dict[str, Any]
+        cost_usd: Decimal
+        tokens_in: int
+        tokens_out: int
+        finished_leases: dict[str, tuple[str, int]]
+        trigger_version: int | None
+        path: list[str]
+        resume_stage: str | None
+        resume_reason: str
+
+    # -- events: each applies one fact to the state ------------------------------------------
+
+    class ItemCreated(Aggregate.Created, Recorded):
+        pipeline: str
+        pipeline_version: int
+        spec: dict[str, Any]
+        topic: str
+        title: str
+        input: dict[str, Any]
+        fingerprint: str
+
+        def apply(self, item: Item) -> None:
+            item.pipeline = self.pipeline
+            item.pipeline_version = self.pipeline_version
+            item.spec = self.spec
+            item.topic = self.topic
+            item.title = self.title
+            item.input = self.input
+            item.fingerprint = self.fingerprint
+            item.created_by = self.actor
+            item.status = Status.READY
+            item.stage = ""
+            item.visit = 0
+            item.attempt = 0
+            item.not_before = None
+            _drop_lease(item)
+            item.visits = {}
+            item.transitions = 0
+            item.outputs = {}
+            item.cost_usd = Decimal(0)
+            item.tokens_in = 0
+            item.tokens_out = 0
+            item.finished_leases = {}
+            item.trigger_version = None
+            item.path = []
+            item.resume_stage = None
+            item.resume_reason = ""
+
+    class StageReady(Recorded):
+        stage: str
+        visit: int
+        attempt: int
+        not_before: datetime | None
+        reason: str
+
+        def apply(self, item: Item) -> None:
+            if self.visit != item.visits.get(self.stage, 0):
+                item.path.append(self.stage)
+                if item.stage:
+                    item.transitions += 1
+                item.visits[self.stage] = self.visit
+            item.status = Status.READY
+            item.stage = self.stage
+            item.visit = self.visit
+            item.attempt = self.attempt
+            item.not_before = self.not_before
+            _drop_lease(item)
+            item.trigger_version = None
+
+    class StageClaimed(LeaseEvent):
+        attempt: int
+        expires_at: datetime
+
+        def apply(self, item: Item) -> None:
+            item.status = Status.CLAIMED
+            item.lease_id = self.lease_id
+            item.agent = self.agent
+            item.lease_expires_at = self.expires_at
+
+    class LeaseRenewed(Recorded):
+        lease_id: str
+        expires_at: datetime
+
+        def apply(self, item: Item) -> None:
+            item.lease_expires_at = self.expires_at
+
+    class StageCompleted(LeaseReported):
+        outcome: str | None
+        output: Any
+
+        def apply(self, item: Item) -> None:
+            item.outputs[self.stage] = self.output
+            super().apply(item)
+
+    class StageFailed(LeaseReported):
+        error: str
+        retryable: bool
+
+    class LeaseExpired(LeaseEnded):
+        pass
+
+    class ItemParked(ItemStopped):
+        status = Status.PARKED
+        stage: str
+        reason: str
+        detail: str
+
+    class ItemHalted(ItemStopped):
+        status = Status.HALTED
+        reason: str
+        detail: str
+        resume_stage: str | None
+        resume_reason: str
+
+        def apply(self, item: Item) -> None:
+            item.resume_stage = self.resume_stage
+            item.resume_reason = self.resume_reason
+            super().apply(item)
+
+    class ItemResumed(Recorded):
+        pass
+
+    class ItemCompleted(ItemStopped):
+        status = Status.DONE
+
+    class ItemCancelled(ItemStopped):
+        status = Status.CANCELLED
+
+    # -- creation ---------------------------------------------------------------------------------
 
     @classmethod
     def start(
         cls,
+        item_id: uuid.UUID,
+        new: NewItem,
         *,
-        item_id: uuid.UUID | None,
-        pipeline: str,
         pipeline_version: int,
         spec: PipelineSpec,
-        topic: str,
-        title: str,
-        input: dict[str, Any],
-        fingerprint: str,
-        actor: str,
-        caused_by: str,
+        by: By,
     ) -> Item:
         """Create the item and make its first stage ready, as one unit of change."""
-        item = cls(
-            id=item_id or uuid.uuid4(),
-            pipeline=pipeline,
+        item = cls._begin(
+            cls.ItemCreated,
+            item_id,
+            by,
+            pipeline=new.pipeline,
             pipeline_version=pipeline_version,
             spec=spec.to_dict(),
-            topic=topic,
-            title=title,
-            input=input,
-            fingerprint=fingerprint,
-            actor=actor,
-            caused_by=caused_by,
+            topic=new.topic,
+            title=new.title,
+            input=new.input,
+            fingerprint=new.fingerprint,
         )
-        item._make_ready(
-            stage=spec.first_stage,
-            visit=1,
-            attempt=1,
-            not_before=None,
-            reason="created",
-            actor=actor,
-            caused_by=caused_by,
-        )
+        item._ready(spec.first_stage, visit=1, attempt=1, reason="created", by=by)
         return item
 
     @property
@@ -136,9 +307,9 @@ class Item(Aggregate):
     def is_final(self) -> bool:
         return self.status in Status.FINAL
 
-    # -- agents' commands ---------------------------------------------------------------
+    # -- agents' commands ---------------------------------------------------------------------------
 
-    def claim(self, *, stage: str, agent: str, now: datetime, actor: str, caused_by: str) -> str:
+    def claim(self, stage: str, agent: str, now: datetime, by: By) -> str:
         if self.status != Status.READY or self.stage != stage:
             raise StateConflict(
                 f"item is {self.status} at stage {self.stage!r}, not ready at {stage!r}"
@@ -147,239 +318,209 @@ class Item(Aggregate):
             raise StateConflict(
                 f"stage {stage!r} is not ready before {self.not_before.isoformat()}"
             )
-        lease_seconds = self.parsed_spec.stage(stage).lease_seconds
         lease_id = self.id.hex + uuid.uuid4().hex[:16]
-        self._claimed(
+        self._record(
+            Item.StageClaimed,
+            by,
             stage=stage,
             lease_id=lease_id,
             agent=agent,
             attempt=self.attempt,
-            expires_at=now + timedelta(seconds=lease_seconds),
-            actor=actor,
-            caused_by=caused_by,
+            expires_at=self._lease_end(now),
         )
         return lease_id
 
-    def renew_lease(
-        self, *, lease_id: str, agent: str, now: datetime, actor: str, caused_by: str
-    ) -> None:
+    def renew_lease(self, lease_id: str, agent: str, now: datetime, by: By) -> None:
         self._check_lease_held(lease_id, agent, now)
-        lease_seconds = self.parsed_spec.stage(self.stage).lease_seconds
-        self._lease_renewed(
-            lease_id=lease_id,
-            expires_at=now + timedelta(seconds=lease_seconds),
-            actor=actor,
-            caused_by=caused_by,
-        )
+        self._record(Item.LeaseRenewed, by, lease_id=lease_id, expires_at=self._lease_end(now))
 
     def complete_stage(
-        self,
-        *,
-        lease_id: str,
-        agent: str,
-        now: datetime,
-        outcome: str | None,
-        output: Any,
-        cost_usd: Decimal,
-        tokens_in: int,
-        tokens_out: int,
-        duration_ms: int,
-        trace: Any,
-        actor: str,
-        caused_by: str,
+        self, lease_id: str, agent: str, completion: Completion, now: datetime, by: By
     ) -> None:
-        report = {
-            "kind": "completed",
-            "outcome": outcome,
-            "output": output,
-            "cost_usd": cost_usd,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-            "duration_ms": duration_ms,
-            "trace": trace,
-        }
-        fingerprint = report_fingerprint(report)
+        fingerprint = report_fingerprint(
+            {"kind": "completed", "outcome": completion.outcome, "output": completion.output}
+            | completion.report.fields()
+        )
         self._check_not_finished(lease_id, fingerprint)
         self._check_lease_held(lease_id, agent, now)
-        if outcome is not None and outcome not in known_outcomes(self.parsed_spec, self.stage):
+        outcomes = known_outcomes(self.parsed_spec, self.stage)
+        if completion.outcome is not None and completion.outcome not in outcomes:
             raise InvalidCommand(
-                f"stage {self.stage!r} knows the outcomes "
-                f"{', '.join(known_outcomes(self.parsed_spec, self.stage))}, not {outcome!r}"
+                f"stage {self.stage!r} knows the outcomes {', '.join(outcomes)}, "
+                f"not {completion.outcome!r}"
             )
-        self._stage_completed(
+        self._record(
+            Item.StageCompleted,
+            by,
             stage=self.stage,
             lease_id=lease_id,
             agent=agent,
-            outcome=outcome,
-            output=output,
-            cost_usd=cost_usd,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            duration_ms=duration_ms,
-            trace=trace,
+            outcome=completion.outcome,
+            output=completion.output,
             fingerprint=fingerprint,
             at=now,
-            actor=actor,
-            caused_by=caused_by,
+            **completion.report.fields(),
         )
 
     def fail_stage(
-        self,
-        *,
-        lease_id: str,
-        agent: str,
-        now: datetime,
-        error: str,
-        retryable: bool,
-        cost_usd: Decimal,
-        tokens_in: int,
-        tokens_out: int,
-        duration_ms: int,
-        trace: Any,
-        actor: str,
-        caused_by: str,
+        self, lease_id: str, agent: str, failure: Failure, now: datetime, by: By
     ) -> None:
-        report = {
-            "kind": "failed",
-            "error": error,
-            "retryable": retryable,
-            "cost_usd": cost_usd,
-            "tokens_in": tokens_in,
-            "tokens_out": tokens_out,
-            "duration_ms": duration_ms,
-            "trace": trace,
-        }
-        fingerprint = report_fingerprint(report)
+        fingerprint = report_fingerprint(
+            {"kind": "failed", "error": failure.error, "retryable": failure.retryable}
+            | failure.report.fields()
+        )
         self._check_not_finished(lease_id, fingerprint)
         self._check_lease_held(lease_id, agent, now)
-        self._stage_failed(
+        self._record(
+            Item.StageFailed,
+            by,
             stage=self.stage,
             lease_id=lease_id,
             agent=agent,
-            error=error,
-            retryable=retryable,
-            cost_usd=cost_usd,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            duration_ms=duration_ms,
-            trace=trace,
+            error=failure.error,
+            retryable=failure.retryable,
             fingerprint=fingerprint,
             at=now,
-            actor=actor,
-            caused_by=caused_by,
+            **failure.report.fields(),
         )
 
-    def expire_lease(self, *, now: datetime, actor: str, caused_by: str) -> None:
+    def expire_lease(self, now: datetime, by: By) -> None:
         if self.status != Status.CLAIMED or self.lease_expires_at is None:
             raise StateConflict(f"item is {self.status}: no lease to expire")
         if self.lease_expires_at > now:
             raise StateConflict(f"lease runs until {self.lease_expires_at.isoformat()}")
-        assert self.lease_id is not None
-        assert self.agent is not None
-        self._lease_expired(
-            stage=self.stage,
-            lease_id=self.lease_id,
-            agent=self.agent,
-            actor=actor,
-            caused_by=caused_by,
+        self._record(
+            Item.LeaseExpired, by, stage=self.stage, lease_id=self.lease_id, agent=self.agent
         )
 
-    # -- the bus's decisions ---------------------------------------------------------------
+    # -- the bus's decisions ------------------------------------------------------------------------
 
     def awaits_decision_on(self, version: int) -> bool:
         """True while the event at `version` is the trigger the bus has still to decide on."""
         return self.status == Status.ADVANCING and self.trigger_version == version
 
-    def advance_to(
-        self, *, stage: str, not_before: datetime | None, reason: str, actor: str, caused_by: str
-    ) -> None:
-        self._require_advancing()
-        retry = reason == "retry"
-        self._make_ready(
-            stage=stage,
-            visit=self.visit if retry else self.visits.get(stage, 0) + 1,
-            attempt=self.attempt + 1 if retry else 1,
-            not_before=not_before,
-            reason=reason,
-            actor=actor,
-            caused_by=caused_by,
-        )
+    def decide(self, trigger: LeaseEnded, now: datetime, by: By) -> bool:
+        """Carry out what the spec says follows the trigger; False when the trigger needs no
+        decision any more (decided already, or the item moved on)."""
+        if not self.awaits_decision_on(trigger.originator_version):
+            return False
+        self.carry_out(self.next_step(trigger, now), by)
+        return True
 
-    def finish(self, *, actor: str, caused_by: str) -> None:
-        self._require_advancing()
-        self._completed(actor=actor, caused_by=caused_by)
+    def next_step(self, trigger: LeaseEnded, now: datetime) -> guards.Step:
+        """What the pure guards decide after a completion, a failure or an expired lease."""
+        spec = self.parsed_spec
+        decision: guards.Decision
+        if isinstance(trigger, Item.StageCompleted):
+            decision = guards.after_completion(
+                spec, self.stage, trigger.outcome, self.visits, self.transitions, self.path
+            )
+        else:
+            failed = trigger if isinstance(trigger, Item.StageFailed) else None
+            decision = guards.after_failure(
+                spec,
+                self.stage,
+                self.attempt,
+                retryable=failed.retryable if failed else True,
+                error=failed.error if failed else "the lease expired",
+                failed_at=now,
+            )
+        return guards.within_item_budget(spec, self.cost_usd, decision)
 
-    def park(self, *, reason: str, detail: str, actor: str, caused_by: str) -> None:
-        if self.is_final or self.status == Status.PARKED:
-            raise StateConflict(f"item is {self.status}: it cannot be parked")
-        self._parked(
-            stage=self.stage, reason=reason, detail=detail, actor=actor, caused_by=caused_by
-        )
+    def carry_out(self, step: guards.Step, by: By) -> None:
+        """Record a decision: the next stage (or a retry) ready, completion, parking or a halt."""
+        if self.status != Status.ADVANCING:
+            raise StateConflict(
+                f"item is {self.status}: there is no decision to make, "
+                f"so it cannot be {STEP_VERBS[type(step)]}"
+            )
+        if isinstance(step, guards.Halt):
+            then = step.then
+            self._record(
+                Item.ItemHalted,
+                by,
+                reason=step.reason,
+                detail=step.detail,
+                resume_stage=then.stage if isinstance(then, guards.Advance) else None,
+                resume_reason=then.reason if isinstance(then, guards.Advance) else "completed",
+            )
+        elif isinstance(step, guards.Complete):
+            self._record(Item.ItemCompleted, by)
+        elif isinstance(step, guards.Park):
+            self._record(
+                Item.ItemParked, by, stage=self.stage, reason=step.reason, detail=step.detail
+            )
+        else:
+            self._advance(
+                step.stage,
+                step.reason,
+                by,
+                retry=step.reason == "retry",
+                not_before=step.not_before,
+            )
 
-    def halt(
-        self,
-        *,
-        reason: str,
-        detail: str,
-        resume_stage: str | None,
-        resume_reason: str,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        """Stop the item; resuming it later makes `resume_stage` ready (None: completes it)."""
-        if self.is_final or self.status in (Status.PARKED, Status.HALTED):
-            raise StateConflict(f"item is {self.status}: it cannot be halted")
-        self._halted(
-            reason=reason,
-            detail=detail,
-            resume_stage=resume_stage,
-            resume_reason=resume_reason,
-            actor=actor,
-            caused_by=caused_by,
-        )
+    # -- operators' commands --------------------------------------------------------------------------
 
-    # -- operators' commands ---------------------------------------------------------------
-
-    def retry(self, *, actor: str, caused_by: str) -> None:
+    def retry(self, by: By) -> None:
         """Un-park: the stage it stopped at is ready again, with its attempts reset."""
         if self.status != Status.PARKED:
             raise StateConflict(f"only a parked item can be retried; this one is {self.status}")
-        self._make_ready(
-            stage=self.stage,
-            visit=self.visit,
-            attempt=1,
-            not_before=None,
-            reason="manual",
-            actor=actor,
-            caused_by=caused_by,
-        )
+        self._ready(self.stage, visit=self.visit, attempt=1, reason="manual", by=by)
 
-    def resume(self, *, actor: str, caused_by: str) -> None:
+    def resume(self, by: By) -> None:
         """Carry on where the halt stopped the item: the next stage, a retry, or completion."""
         if self.status != Status.HALTED:
             raise StateConflict(f"only a halted item can be resumed; this one is {self.status}")
-        stage, reason = self.resume_stage, self.resume_reason
-        self._resumed(actor=actor, caused_by=caused_by)
+        stage, retry = self.resume_stage, self.resume_reason == "retry"
+        self._record(Item.ItemResumed, by)
         if stage is None:
-            self._completed(actor=actor, caused_by=caused_by)
-            return
-        retry = reason == "retry"
-        self._make_ready(
-            stage=stage,
-            visit=self.visit if retry else self.visits.get(stage, 0) + 1,
-            attempt=self.attempt + 1 if retry else 1,
-            not_before=None,
-            reason="manual",
-            actor=actor,
-            caused_by=caused_by,
-        )
+            self._record(Item.ItemCompleted, by)
+        else:
+            self._advance(stage, "manual", by, retry=retry)
 
-    def cancel(self, *, actor: str, caused_by: str) -> None:
+    def cancel(self, by: By) -> None:
         if self.is_final:
             raise StateConflict(f"item is {self.status} already")
-        self._cancelled(actor=actor, caused_by=caused_by)
+        self._record(Item.ItemCancelled, by)
 
-    # -- guards on commands ------------------------------------------------------------------
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _advance(
+        self, stage: str, reason: str, by: By, *, retry: bool, not_before: datetime | None = None
+    ) -> None:
+        """Make `stage` ready: a retry keeps the visit and counts an attempt; anything else is a
+        new visit, attempt 1."""
+        self._ready(
+            stage,
+            visit=self.visit if retry else self.visits.get(stage, 0) + 1,
+            attempt=self.attempt + 1 if retry else 1,
+            reason=reason,
+            by=by,
+            not_before=not_before,
+        )
+
+    def _ready(
+        self,
+        stage: str,
+        *,
+        visit: int,
+        attempt: int,
+        reason: str,
+        by: By,
+        not_before: datetime | None = None,
+    ) -> None:
+        self._record(
+            Item.StageReady,
+            by,
+            stage=stage,
+            visit=visit,
+            attempt=attempt,
+            not_before=not_before,
+            reason=reason,
+        )
+
+    def _lease_end(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.parsed_spec.stage(self.stage).lease_seconds)
 
     def _check_not_finished(self, lease_id: str, fingerprint: str) -> None:
         finished = self.finished_leases.get(lease_id)
@@ -399,172 +540,3 @@ class Item(Aggregate):
             raise NotLeaseHolder("the lease belongs to another agent")
         if self.lease_expires_at is not None and self.lease_expires_at <= now:
             raise LeaseLost(f"the lease expired at {self.lease_expires_at.isoformat()}")
-
-    def _require_advancing(self) -> None:
-        if self.status != Status.ADVANCING:
-            raise StateConflict(f"item is {self.status}: there is no decision to make")
-
-    # -- events: each applies one fact to the state --------------------------------------------
-
-    @event("StageReady")
-    def _make_ready(
-        self,
-        *,
-        stage: str,
-        visit: int,
-        attempt: int,
-        not_before: datetime | None,
-        reason: str,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        if visit != self.visits.get(stage, 0):
-            self.path.append(stage)
-            if self.stage:
-                self.transitions += 1
-            self.visits[stage] = visit
-        self.status = Status.READY
-        self.stage = stage
-        self.visit = visit
-        self.attempt = attempt
-        self.not_before = not_before
-        self._clear_lease()
-        self.trigger_version = None
-
-    @event("StageClaimed")
-    def _claimed(
-        self,
-        *,
-        stage: str,
-        lease_id: str,
-        agent: str,
-        attempt: int,
-        expires_at: datetime,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        self.status = Status.CLAIMED
-        self.lease_id = lease_id
-        self.agent = agent
-        self.lease_expires_at = expires_at
-
-    @event("LeaseRenewed")
-    def _lease_renewed(
-        self, *, lease_id: str, expires_at: datetime, actor: str, caused_by: str
-    ) -> None:
-        self.lease_expires_at = expires_at
-
-    @event("StageCompleted")
-    def _stage_completed(
-        self,
-        *,
-        stage: str,
-        lease_id: str,
-        agent: str,
-        outcome: str | None,
-        output: Any,
-        cost_usd: Decimal,
-        tokens_in: int,
-        tokens_out: int,
-        duration_ms: int,
-        trace: Any,
-        fingerprint: str,
-        at: datetime,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        self.outputs[stage] = output
-        self._spent(cost_usd, tokens_in, tokens_out)
-        self._finish_lease(lease_id, fingerprint)
-
-    @event("StageFailed")
-    def _stage_failed(
-        self,
-        *,
-        stage: str,
-        lease_id: str,
-        agent: str,
-        error: str,
-        retryable: bool,
-        cost_usd: Decimal,
-        tokens_in: int,
-        tokens_out: int,
-        duration_ms: int,
-        trace: Any,
-        fingerprint: str,
-        at: datetime,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        self._spent(cost_usd, tokens_in, tokens_out)
-        self._finish_lease(lease_id, fingerprint)
-
-    @event("LeaseExpired")
-    def _lease_expired(
-        self, *, stage: str, lease_id: str, agent: str, actor: str, caused_by: str
-    ) -> None:
-        self.finished_leases[lease_id] = (EXPIRED, self._applying_version)
-        self._await_decision()
-
-    @event("ItemParked")
-    def _parked(self, *, stage: str, reason: str, detail: str, actor: str, caused_by: str) -> None:
-        self.status = Status.PARKED
-        self._clear_lease()
-        self.trigger_version = None
-
-    @event("ItemHalted")
-    def _halted(
-        self,
-        *,
-        reason: str,
-        detail: str,
-        resume_stage: str | None,
-        resume_reason: str,
-        actor: str,
-        caused_by: str,
-    ) -> None:
-        self.resume_stage = resume_stage
-        self.resume_reason = resume_reason
-        self.status = Status.HALTED
-        self._clear_lease()
-        self.trigger_version = None
-
-    @event("ItemResumed")
-    def _resumed(self, *, actor: str, caused_by: str) -> None:
-        pass
-
-    @event("ItemCompleted")
-    def _completed(self, *, actor: str, caused_by: str) -> None:
-        self.status = Status.DONE
-        self._clear_lease()
-        self.trigger_version = None
-
-    @event("ItemCancelled")
-    def _cancelled(self, *, actor: str, caused_by: str) -> None:
-        self.status = Status.CANCELLED
-        self._clear_lease()
-        self.trigger_version = None
-
-    def _spent(self, cost_usd: Decimal, tokens_in: int, tokens_out: int) -> None:
-        self.cost_usd += cost_usd
-        self.tokens_in += tokens_in
-        self.tokens_out += tokens_out
-
-    def _finish_lease(self, lease_id: str, fingerprint: str) -> None:
-        self.finished_leases[lease_id] = (fingerprint, self._applying_version)
-        self._await_decision()
-
-    def _await_decision(self) -> None:
-        self.status = Status.ADVANCING
-        self.lease_expires_at = None
-        self.trigger_version = self._applying_version
-
-    @property
-    def _applying_version(self) -> int:
-        # While an event applies, the aggregate still carries the version before it.
-        return self.version + 1
-
-    def _clear_lease(self) -> None:
-        self.lease_id = None
-        self.agent = None
-        self.lease_expires_at = None

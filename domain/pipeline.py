@@ -6,11 +6,13 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidPipelineSpec
+from domain.recorded import Recorded, RecordedAggregate
+from domain.values import By
 
 PIPELINE_NAMESPACE = uuid.UUID("6f1c1b2e-3f57-4a55-9a0e-5a1f3e1f7a01")
 DONE_OUTCOME = "done"
@@ -194,21 +196,39 @@ def known_outcomes(spec: PipelineSpec, stage: str) -> list[str]:
     return [DONE_OUTCOME, *spec.stage(stage).on]
 
 
-class Pipeline(Aggregate):
+class Pipeline(RecordedAggregate):
     """A named, versioned spec. Each revision is a new version; items keep the one they began on."""
+
+    if TYPE_CHECKING:
+        name: str
+        spec: dict[str, Any]
+
+    class PipelineDefined(Aggregate.Created, Recorded):
+        name: str
+        spec: dict[str, Any]
+
+        def apply(self, pipeline: Pipeline) -> None:
+            pipeline.name = self.name
+            pipeline.spec = self.spec
+
+    class PipelineRevised(Recorded):
+        spec: dict[str, Any]
+
+        def apply(self, pipeline: Pipeline) -> None:
+            pipeline.spec = self.spec
 
     @staticmethod
     def create_id(name: str) -> uuid.UUID:
         return uuid.uuid5(PIPELINE_NAMESPACE, name)
 
-    @event("PipelineDefined")
-    def __init__(self, name: str, spec: dict[str, Any], actor: str, caused_by: str) -> None:
-        self.name = name
-        self.spec = spec
+    @classmethod
+    def define(cls, name: str, spec: PipelineSpec, by: By) -> Pipeline:
+        return cls._begin(
+            cls.PipelineDefined, cls.create_id(name), by, name=name, spec=spec.to_dict()
+        )
 
-    @event("PipelineRevised")
-    def revise(self, spec: dict[str, Any], actor: str, caused_by: str) -> None:
-        self.spec = spec
+    def revise(self, spec: PipelineSpec, by: By) -> None:
+        self._record(Pipeline.PipelineRevised, by, spec=spec.to_dict())
 
     @property
     def parsed(self) -> PipelineSpec:

@@ -9,6 +9,8 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from domain.agent import Agent
+from domain.item import Item, LeaseReported
 from projections.base import View, handles
 
 
@@ -29,7 +31,7 @@ class AgentsView(View):
             ).format(self.table("agents"))
         ]
 
-    @handles("AgentRegistered")
+    @handles(Agent.AgentRegistered)
     def agent_registered(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL(
@@ -48,7 +50,7 @@ class AgentsView(View):
             ),
         )
 
-    @handles("AgentScopeChanged")
+    @handles(Agent.AgentScopeChanged)
     def scope_changed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL("UPDATE {} SET stages = %s, updated_at = %s WHERE agent_id = %s").format(
@@ -57,7 +59,7 @@ class AgentsView(View):
             (Jsonb(event.stages), event.timestamp, event.originator_id),
         )
 
-    @handles("AgentDisabled")
+    @handles(Agent.AgentDisabled)
     def agent_disabled(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL("UPDATE {} SET disabled = true, updated_at = %s WHERE agent_id = %s").format(
@@ -78,13 +80,13 @@ class AgentsView(View):
             {**params, "agent": event.agent, "at": event.timestamp},
         )
 
-    @handles("StageClaimed")
+    @handles(Item.StageClaimed)
     def stage_claimed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._activity(curs, event, "claims = claims + 1")
 
-    @handles("StageCompleted", "StageFailed")
+    @handles(LeaseReported)
     def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        counter = "completions" if type(event).__name__ == "StageCompleted" else "failures"
+        counter = "completions" if isinstance(event, Item.StageCompleted) else "failures"
         self._activity(
             curs,
             event,
@@ -95,7 +97,7 @@ class AgentsView(View):
             tokens_out=event.tokens_out,
         )
 
-    @handles("LeaseExpired")
+    @handles(Item.LeaseExpired)
     def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL("UPDATE {} SET expired = expired + 1, updated_at = %s WHERE name = %s").format(

@@ -8,6 +8,7 @@ from typing import Any
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
+from domain.item import Item
 from projections.base import View
 
 
@@ -56,7 +57,7 @@ class AuditView(View):
                 aggregate,
                 event.originator_id,
                 event.originator_version,
-                event.originator_id if aggregate == "Item" else None,
+                event.originator_id if isinstance(event, Item.Event) else None,
                 getattr(event, "caused_by", None),
             ),
         )

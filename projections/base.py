@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
@@ -14,15 +14,18 @@ from domain.application import StateOwner
 
 LOG_NAME = StateOwner.name
 EventHandler = Callable[[Any, Any, int, "Cursor[DictRow]"], None]
+Handled = TypeVar("Handled", bound=EventHandler)
 
 
 class PositionMoved(Exception):
     """Another writer (a second runner, a rebuild) moved the view's position: re-read and go on."""
 
 
-def handles(*event_names: str) -> Callable[[EventHandler], EventHandler]:
-    def mark(method: EventHandler) -> EventHandler:
-        method.__dict__.setdefault("handles", []).extend(event_names)
+def handles(*event_classes: type) -> Callable[[Handled], Handled]:
+    """Mark a view's method as the one that applies events of these classes (or subclasses)."""
+
+    def mark(method: Handled) -> Handled:
+        method.__dict__.setdefault("handles", []).extend(event_classes)
         return method
 
     return mark
@@ -34,15 +37,27 @@ class View(PostgresTrackingRecorder):
     name: ClassVar[str]
     # table name -> its primary key columns; the order is the order tables are created in.
     tables: ClassVar[dict[str, tuple[str, ...]]]
-    _handlers: ClassVar[dict[str, str]]
+    _handlers: ClassVar[dict[type, str]]
+    _dispatch: ClassVar[dict[type, str | None]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._handlers = {}
+        cls._dispatch = {}
         for klass in reversed(cls.__mro__):
             for attribute, value in vars(klass).items():
-                for event_name in getattr(value, "handles", ()):
-                    cls._handlers[event_name] = attribute
+                for event_class in getattr(value, "handles", ()):
+                    cls._handlers[event_class] = attribute
+
+    @classmethod
+    def handler_name(cls, event_class: type) -> str | None:
+        """The method that applies events of this class: the one marked for it or for the
+        nearest of its bases."""
+        if event_class not in cls._dispatch:
+            cls._dispatch[event_class] = next(
+                (cls._handlers[k] for k in event_class.__mro__ if k in cls._handlers), None
+            )
+        return cls._dispatch[event_class]
 
     def __init__(self, datastore: PostgresDatastore, *, live: bool = True) -> None:
         super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
@@ -129,7 +144,7 @@ class View(PostgresTrackingRecorder):
         # Pipeline mode sends the statements without waiting for each answer in turn.
         with curs.connection.pipeline():
             for domain_event, position in batch:
-                handler_name = self._handlers.get(type(domain_event).__name__)
+                handler_name = self.handler_name(type(domain_event))
                 if handler_name is not None:
                     getattr(self, handler_name)(domain_event, position, curs)
                 else:

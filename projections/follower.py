@@ -12,6 +12,7 @@ import psycopg
 import structlog
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from projections.base import PositionMoved
 
@@ -27,6 +28,16 @@ def advisory_lock_key(name: str) -> int:
     """A stable signed 64-bit key for pg_advisory_lock, derived from a name."""
     digest = hashlib.sha256(f"stateowner:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def notify(pool: ConnectionPool[Any], *channels: str) -> None:
+    """NOTIFY the channels now; when the database is gone, listeners find out by themselves."""
+    try:
+        with pool.connection(timeout=1) as conn:
+            for channel in channels:
+                conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(channel)))
+    except Exception as error:  # a wake-up is a courtesy: the listeners also wake on a timeout
+        log.debug("notify_failed", channels=channels, error=str(error))
 
 
 def try_advisory_lock(conn: psycopg.Connection[Any], name: str) -> bool:
@@ -94,6 +105,10 @@ class Follower:
     @property
     def name(self) -> str:
         return self.handler.name
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"follower-{self.name}", daemon=True)

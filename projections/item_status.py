@@ -8,6 +8,7 @@ from typing import Any
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
+from domain.item import Item, ItemStopped, LeaseReported
 from projections.base import View, handles
 
 READY_CHANNEL = "stateowner_ready"
@@ -66,7 +67,7 @@ class ItemStatusView(View):
             },
         )
 
-    @handles("ItemCreated")
+    @handles(Item.ItemCreated)
     def item_created(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL(
@@ -89,7 +90,7 @@ class ItemStatusView(View):
             ),
         )
 
-    @handles("StageReady")
+    @handles(Item.StageReady)
     def stage_ready(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(
             curs,
@@ -109,7 +110,7 @@ class ItemStatusView(View):
         if self.live:
             curs.execute("SELECT pg_notify(%s, %s)", (READY_CHANNEL, event.stage))
 
-    @handles("StageClaimed")
+    @handles(Item.StageClaimed)
     def stage_claimed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(
             curs,
@@ -123,13 +124,13 @@ class ItemStatusView(View):
             attempt=event.attempt,
         )
 
-    @handles("LeaseRenewed")
+    @handles(Item.LeaseRenewed)
     def lease_renewed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(
             curs, event, position, "lease_expires_at = %(expires_at)s", expires_at=event.expires_at
         )
 
-    @handles("StageCompleted", "StageFailed")
+    @handles(LeaseReported)
     def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(
             curs,
@@ -143,7 +144,7 @@ class ItemStatusView(View):
             tokens_out=event.tokens_out,
         )
 
-    @handles("LeaseExpired")
+    @handles(Item.LeaseExpired)
     def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(
             curs,
@@ -152,22 +153,16 @@ class ItemStatusView(View):
             "status = 'advancing', agent = NULL, lease_id = NULL, lease_expires_at = NULL",
         )
 
-    @handles("ItemParked", "ItemHalted", "ItemCompleted", "ItemCancelled")
+    @handles(ItemStopped)
     def item_stopped(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        status = {
-            "ItemParked": "parked",
-            "ItemHalted": "halted",
-            "ItemCompleted": "done",
-            "ItemCancelled": "cancelled",
-        }[type(event).__name__]
         self._update(
             curs,
             event,
             position,
             "status = %(status)s, agent = NULL, lease_id = NULL, lease_expires_at = NULL",
-            status=status,
+            status=event.status,
         )
 
-    @handles("ItemResumed")
+    @handles(Item.ItemResumed)
     def item_resumed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(curs, event, position, "status = status")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder, Mapper
 from eventsourcing.postgres import PostgresDatastore
@@ -18,6 +18,7 @@ from projections.follower import read_batch
 from projections.item_status import ItemStatusView
 from projections.spend import BudgetsView, SpendView
 from projections.topics import TopicsView
+from store.database import Database
 
 VIEWS: dict[str, type[View]] = {
     view.name: view
@@ -38,28 +39,14 @@ def views_named(name: str | None) -> list[type[View]]:
     return [VIEWS[name]]
 
 
-def datastore_like(live: PostgresDatastore, schema: str) -> PostgresDatastore:
-    """A datastore on the same database as `live`, in another schema."""
-    kwargs = cast("dict[str, Any]", live.pool.kwargs)
-    return PostgresDatastore(
-        dbname=kwargs["dbname"],
-        host=kwargs["host"],
-        port=kwargs["port"],
-        user=kwargs["user"],
-        password=kwargs["password"],
-        pool_size=1,
-        max_overflow=1,
-        schema=schema,
-    )
-
-
 @contextmanager
-def shadow_datastore(live: PostgresDatastore, schema: str) -> Iterator[PostgresDatastore]:
-    datastore = datastore_like(live, schema)
+def datastore(database: Database, schema: str = "") -> Iterator[PostgresDatastore]:
+    """A small datastore of its own for one maintenance run, in `schema` (default: the live one)."""
+    store = database.datastore(pool_size=1, schema=schema)
     try:
-        yield datastore
+        yield store
     finally:
-        datastore.close()
+        store.close()
 
 
 def replay(
@@ -116,28 +103,28 @@ def install(shadow: View, live: View) -> int:
 
 def rebuild(
     view_class: type[View],
-    live_datastore: PostgresDatastore,
+    database: Database,
     recorder: ApplicationRecorder,
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> int:
-    positions = rebuild_many([view_class], live_datastore, recorder, mapper, progress)
+    positions = rebuild_many([view_class], database, recorder, mapper, progress)
     return positions[view_class.name]
 
 
 def rebuild_many(
     view_classes: list[type[View]],
-    live_datastore: PostgresDatastore,
+    database: Database,
     recorder: ApplicationRecorder,
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> dict[str, int]:
     """Rebuild several views from one pass over the log, then swap each one in."""
-    lives = [view_class(live_datastore) for view_class in view_classes]
-    for live in lives:
-        live.create_table()
-    with shadow_datastore(live_datastore, SHADOW_SCHEMA) as datastore:
-        shadows = [view_class(datastore, live=False) for view_class in view_classes]
+    with datastore(database) as live_store, datastore(database, SHADOW_SCHEMA) as shadow_store:
+        lives = [view_class(live_store) for view_class in view_classes]
+        for live in lives:
+            live.create_table()
+        shadows = [view_class(shadow_store, live=False) for view_class in view_classes]
         for shadow in shadows:
             shadow.drop_tables()
             shadow.create_table()
@@ -217,18 +204,19 @@ def _differences(view: View, left: View, right: View) -> list[Difference]:
 
 def verify(
     view_class: type[View],
-    live_datastore: PostgresDatastore,
+    database: Database,
     recorder: ApplicationRecorder,
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> tuple[int, list[Difference]]:
     """Rebuild into shadow tables up to the live position and list every row that differs."""
-    live = view_class(live_datastore)
-    live.create_table()
     with (
-        shadow_datastore(live_datastore, SNAPSHOT_SCHEMA) as snapshot_store,
-        shadow_datastore(live_datastore, SHADOW_SCHEMA) as shadow_store,
+        datastore(database) as live_store,
+        datastore(database, SNAPSHOT_SCHEMA) as snapshot_store,
+        datastore(database, SHADOW_SCHEMA) as shadow_store,
     ):
+        live = view_class(live_store)
+        live.create_table()
         snapshot = view_class(snapshot_store, live=False)
         shadow = view_class(shadow_store, live=False)
         position = _snapshot(live, snapshot)

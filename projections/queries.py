@@ -1,20 +1,28 @@
-"""Reads over the projections and the log, for the API and the CLI."""
+"""Reads over the projections and the log, for the API, the bus and the CLI: every query the
+service runs outside the views' own writes lives here."""
 
 from __future__ import annotations
 
 import base64
 import json
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
+from eventsourcing.persistence import StoredEvent
 from psycopg import Connection, sql
 from psycopg.rows import DictRow
+from psycopg_pool import ConnectionPool
 
+from domain.guards import breaker_state
 from projections.base import LOG_NAME
 
 EVENTS_TABLE = "stateowner_events"
+BUS_TRACKING_TABLE = "stateowner_tracking"
 
 
 class BadCursor(ValueError):
@@ -35,85 +43,315 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise BadCursor("the cursor is not one this service handed out") from error
 
 
-def item_row(conn: Connection[DictRow], item_id: uuid.UUID) -> dict[str, Any] | None:
-    return conn.execute("SELECT * FROM item_status WHERE item_id = %s", (item_id,)).fetchone()
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A budget with its scope's spend in one window, and so its breaker's state."""
+
+    scope: str
+    alert_usd: Decimal
+    halt_usd: Decimal
+    spent_usd: Decimal
+    window: str
+    reset_this_window: bool
+    alerted_this_window: bool
+    opened_this_window: bool
+    alerts: int
+    halts: int
+
+    @property
+    def state(self) -> str:
+        """ok, alerting or halted (see `domain.guards.breaker_state`)."""
+        return breaker_state(
+            self.spent_usd,
+            self.alert_usd,
+            self.halt_usd,
+            reset_this_window=self.reset_this_window,
+        )
+
+    @property
+    def halted(self) -> bool:
+        return self.state == "halted"
+
+    @property
+    def crossing_recorded(self) -> bool:
+        """Whether the log already holds every crossing its state calls for in this window."""
+        state = self.state
+        if state == "ok":
+            return True
+        return self.alerted_this_window and (state == "alerting" or self.opened_this_window)
 
 
-def list_items(
-    conn: Connection[DictRow],
-    *,
-    topic: str | None,
-    stage: str | None,
-    status: str | None,
-    agent: str | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Oldest first, keyset-paged on (created_at, item_id) so pages stay stable as items arrive."""
-    conditions: list[sql.Composable] = []
-    params: list[Any] = []
-    for column, value in (("topic", topic), ("stage", stage), ("status", status), ("agent", agent)):
-        if value is not None:
-            conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
-    if cursor is not None:
-        created_at, item_id = decode_cursor(cursor)
-        conditions.append(sql.SQL("(created_at, item_id) > (%s, %s)"))
-        params.extend([created_at, item_id])
-    where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
-    rows = conn.execute(
-        sql.SQL("SELECT * FROM item_status{} ORDER BY created_at, item_id LIMIT %s").format(where),
-        [*params, limit + 1],
-    ).fetchall()
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["item_id"])
-    return rows, next_cursor
+def _is(day: date | None, window: str) -> bool:
+    return day is not None and day.isoformat() == window
 
 
-def next_ready_candidate(
-    conn: Connection[DictRow],
-    stage: str,
-    now: datetime,
-    passed_over: list[uuid.UUID],
-    behind: dict[uuid.UUID, int],
-    halted_topics: frozenset[str] = frozenset(),
-) -> uuid.UUID | None:
-    """The oldest ready row not yet tried and not known to be behind its item (`behind` maps
-    items to a version they have reached); a row another claimer holds is skipped, so
-    simultaneous claimers each lock a different item."""
-    row = conn.execute(
-        "SELECT item_id FROM item_status WHERE stage = %s AND status = 'ready' "
-        "AND (not_before IS NULL OR not_before <= %s) AND item_id <> ALL(%s) AND topic <> ALL(%s) "
-        "AND NOT EXISTS (SELECT 1 FROM unnest(%s::uuid[], %s::int[]) AS b(id, version) "
-        "WHERE b.id = item_status.item_id AND b.version > item_status.version) "
-        "ORDER BY ready_at, position LIMIT 1 FOR UPDATE SKIP LOCKED",
-        (stage, now, passed_over, list(halted_topics), list(behind), list(behind.values())),
-    ).fetchone()
-    return row["item_id"] if row else None
+@dataclass(frozen=True)
+class Queries:
+    """The read side, over a pool of autocommit connections."""
+
+    pool: ConnectionPool[Connection[DictRow]]
+
+    def _one(self, query: sql.Composed | str, params: Any = None) -> dict[str, Any] | None:
+        with self.pool.connection() as conn:
+            return conn.execute(query, params).fetchone()
+
+    def _all(self, query: sql.Composed | str, params: Any = None) -> list[dict[str, Any]]:
+        with self.pool.connection() as conn:
+            return conn.execute(query, params).fetchall()
+
+    def ping(self, timeout: float) -> None:
+        with self.pool.connection(timeout=timeout) as conn:
+            conn.execute("SELECT 1")
+
+    # -- items --------------------------------------------------------------------------------
+
+    def item(self, item_id: uuid.UUID) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM item_status WHERE item_id = %s", (item_id,))
+
+    def items(
+        self,
+        *,
+        topic: str | None = None,
+        stage: str | None = None,
+        status: str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Oldest first, keyset-paged on (created_at, item_id) so pages stay stable as items
+        arrive."""
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        for column, value in (
+            ("topic", topic),
+            ("stage", stage),
+            ("status", status),
+            ("agent", agent),
+        ):
+            if value is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if cursor is not None:
+            created_at, item_id = decode_cursor(cursor)
+            conditions.append(sql.SQL("(created_at, item_id) > (%s, %s)"))
+            params.extend([created_at, item_id])
+        where = (
+            sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+        )
+        rows = self._all(
+            sql.SQL("SELECT * FROM item_status{} ORDER BY created_at, item_id LIMIT %s").format(
+                where
+            ),
+            [*params, limit + 1],
+        )
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["item_id"])
+        return rows, next_cursor
+
+    @contextmanager
+    def ready_candidates(
+        self,
+        stage: str,
+        now: datetime,
+        behind: dict[uuid.UUID, int],
+        halted_topics: frozenset[str],
+        limit: int,
+    ) -> Iterator[Iterator[uuid.UUID]]:
+        """The oldest ready rows at a stage, one at a time, each locked in one transaction:
+        rows another claimer holds are skipped (so simultaneous claimers each lock a different
+        item), as are rows known to be behind their item (`behind` maps items to a version they
+        have reached) and items of topics whose breaker is open."""
+        with self.pool.connection() as conn, conn.transaction():
+
+            def candidates() -> Iterator[uuid.UUID]:
+                passed_over: list[uuid.UUID] = []
+                for _ in range(limit):
+                    row = conn.execute(
+                        "SELECT item_id FROM item_status WHERE stage = %s AND status = 'ready' "
+                        "AND (not_before IS NULL OR not_before <= %s) AND item_id <> ALL(%s) "
+                        "AND topic <> ALL(%s) AND NOT EXISTS (SELECT 1 FROM "
+                        "unnest(%s::uuid[], %s::int[]) AS b(id, version) "
+                        "WHERE b.id = item_status.item_id AND b.version > item_status.version) "
+                        "ORDER BY ready_at, position LIMIT 1 FOR UPDATE SKIP LOCKED",
+                        (
+                            stage,
+                            now,
+                            passed_over,
+                            list(halted_topics),
+                            list(behind),
+                            list(behind.values()),
+                        ),
+                    ).fetchone()
+                    if row is None:
+                        return
+                    passed_over.append(row["item_id"])
+                    yield row["item_id"]
+
+            yield candidates()
+
+    def any_ready(self, stage: str, now: datetime) -> bool:
+        """Whether any row is ready, held by another claimer or not."""
+        row = self._one(
+            "SELECT EXISTS (SELECT 1 FROM item_status WHERE stage = %s AND status = 'ready' "
+            "AND (not_before IS NULL OR not_before <= %s)) AS found",
+            (stage, now),
+        )
+        return bool(row and row["found"])
+
+    def next_not_before(self, stage: str, now: datetime) -> datetime | None:
+        row = self._one(
+            "SELECT min(not_before) AS at FROM item_status WHERE stage = %s AND status = 'ready' "
+            "AND not_before > %s",
+            (stage, now),
+        )
+        return row["at"] if row else None
+
+    def expired_leases(self, now: datetime, limit: int) -> list[uuid.UUID]:
+        rows = self._all(
+            "SELECT item_id FROM item_status WHERE status = 'claimed' AND lease_expires_at <= %s "
+            "ORDER BY lease_expires_at LIMIT %s",
+            (now, limit),
+        )
+        return [row["item_id"] for row in rows]
+
+    # -- topics and agents ----------------------------------------------------------------------
+
+    def topics(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Each topic (or the one named) with the inventory of its items."""
+        with self.pool.connection() as conn:
+            if name is None:
+                rows = conn.execute("SELECT * FROM topics ORDER BY name").fetchall()
+            else:
+                rows = conn.execute("SELECT * FROM topics WHERE name = %s", (name,)).fetchall()
+            inventory = _topic_inventory(conn, [row["name"] for row in rows])
+        return [{**row, "items": inventory[row["name"]]} for row in rows]
+
+    def agents(self) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM agents ORDER BY name")
+
+    # -- budgets --------------------------------------------------------------------------------
+
+    def budgets(self, window: str, scopes: Sequence[str] | None = None) -> list[BudgetStatus]:
+        """Each budget (or those of `scopes`) with what its scope spent in the window."""
+        where = sql.SQL("WHERE b.scope = ANY(%(scopes)s)") if scopes is not None else sql.SQL("")
+        rows = self._all(
+            sql.SQL(
+                "SELECT b.*, COALESCE(s.spent_usd, 0) AS spent_usd FROM budgets b "
+                "LEFT JOIN spend s ON s.scope = b.scope AND s.window_day = %(window)s::date "
+                "{} ORDER BY b.scope"
+            ).format(where),
+            {"window": window, "scopes": list(scopes) if scopes is not None else None},
+        )
+        return [
+            BudgetStatus(
+                scope=row["scope"],
+                alert_usd=row["alert_usd"],
+                halt_usd=row["halt_usd"],
+                spent_usd=row["spent_usd"],
+                window=window,
+                reset_this_window=_is(row["reset_window"], window),
+                alerted_this_window=_is(row["alerted_window"], window),
+                opened_this_window=_is(row["opened_window"], window),
+                alerts=row["alerts"],
+                halts=row["halts"],
+            )
+            for row in rows
+        ]
+
+    def spent(self, window: str, scopes: Sequence[str]) -> dict[str, Decimal]:
+        rows = self._all(
+            "SELECT scope, spent_usd FROM spend WHERE window_day = %s::date AND scope = ANY(%s)",
+            (window, list(scopes)),
+        )
+        return {row["scope"]: row["spent_usd"] for row in rows}
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        *,
+        after: int,
+        limit: int,
+        actor: str | None = None,
+        type: str | None = None,
+        item: uuid.UUID | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events by actor, type, item and time, oldest first, after a position."""
+        conditions: list[sql.Composable] = [sql.SQL("position > %s")]
+        params: list[Any] = [after]
+        for column, value in (("actor", actor), ("type", type), ("item_id", item)):
+            if value is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if since is not None:
+            conditions.append(sql.SQL("at >= %s"))
+            params.append(since)
+        if until is not None:
+            conditions.append(sql.SQL("at < %s"))
+            params.append(until)
+        return self._all(
+            sql.SQL("SELECT * FROM audit WHERE {} ORDER BY position LIMIT %s").format(
+                sql.SQL(" AND ").join(conditions)
+            ),
+            [*params, limit],
+        )
+
+    # -- the log and the followers' positions -----------------------------------------------------
+
+    def stored_events(self, aggregate_id: uuid.UUID) -> list[tuple[StoredEvent, int]]:
+        """An aggregate's events as stored, in order, each with its position in the log."""
+        rows = self._all(
+            sql.SQL(
+                "SELECT originator_id, originator_version, topic, state, notification_id "
+                "FROM {} WHERE originator_id = %s ORDER BY originator_version"
+            ).format(sql.Identifier(EVENTS_TABLE)),
+            (aggregate_id,),
+        )
+        return [
+            (
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                ),
+                int(row["notification_id"]),
+            )
+            for row in rows
+        ]
+
+    def event_position(self, aggregate_id: uuid.UUID, version: int) -> int:
+        row = self._one(
+            sql.SQL(
+                "SELECT notification_id FROM {} WHERE originator_id = %s "
+                "AND originator_version = %s"
+            ).format(sql.Identifier(EVENTS_TABLE)),
+            (aggregate_id, version),
+        )
+        return int(row["notification_id"]) if row else 0
+
+    def positions(self, views: Sequence[str]) -> tuple[dict[str, int], int]:
+        """Each view's position and the bus's, then the log head, read last, so a follower is
+        never reported caught up with a head it has not seen."""
+        with self.pool.connection() as conn:
+            positions = {name: _view_position(conn, name) for name in views}
+            positions["bus"] = _tracked(conn, BUS_TRACKING_TABLE)
+            return positions, _log_head(conn)
+
+    def view_position(self, view: str) -> int:
+        with self.pool.connection() as conn:
+            return _view_position(conn, view)
+
+    def log_head(self) -> int:
+        with self.pool.connection() as conn:
+            return _log_head(conn)
 
 
-def any_ready(conn: Connection[DictRow], stage: str, now: datetime) -> bool:
-    """Whether any row is ready, held by another claimer or not."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM item_status WHERE stage = %s AND status = 'ready' "
-        "AND (not_before IS NULL OR not_before <= %s)) AS found",
-        (stage, now),
-    ).fetchone()
-    return bool(row and row["found"])
-
-
-def next_not_before(conn: Connection[DictRow], stage: str, now: datetime) -> datetime | None:
-    row = conn.execute(
-        "SELECT min(not_before) AS at FROM item_status WHERE stage = %s AND status = 'ready' "
-        "AND not_before > %s",
-        (stage, now),
-    ).fetchone()
-    return row["at"] if row else None
-
-
-def topic_inventory(conn: Connection[DictRow], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _topic_inventory(conn: Connection[DictRow], names: Sequence[str]) -> dict[str, dict[str, Any]]:
     inventory: dict[str, dict[str, Any]] = {
         name: {"total": 0, "by_status": {}, "by_stage": {}} for name in names
     }
@@ -131,82 +369,22 @@ def topic_inventory(conn: Connection[DictRow], names: Sequence[str]) -> dict[str
     return inventory
 
 
-def topics(conn: Connection[DictRow], name: str | None = None) -> list[dict[str, Any]]:
-    if name is None:
-        rows = conn.execute("SELECT * FROM topics ORDER BY name").fetchall()
-    else:
-        rows = conn.execute("SELECT * FROM topics WHERE name = %s", (name,)).fetchall()
-    inventory = topic_inventory(conn, [row["name"] for row in rows])
-    return [{**row, "items": inventory[row["name"]]} for row in rows]
-
-
-def agents(conn: Connection[DictRow]) -> list[dict[str, Any]]:
-    return conn.execute("SELECT * FROM agents ORDER BY name").fetchall()
-
-
-def item_stored_events(conn: Connection[DictRow], item_id: uuid.UUID) -> list[dict[str, Any]]:
-    return conn.execute(
-        sql.SQL(
-            "SELECT originator_id, originator_version, topic, state, notification_id "
-            "FROM {} WHERE originator_id = %s ORDER BY originator_version"
-        ).format(sql.Identifier(EVENTS_TABLE)),
-        (item_id,),
-    ).fetchall()
-
-
-def event_position(conn: Connection[DictRow], aggregate_id: uuid.UUID, version: int) -> int | None:
-    row = conn.execute(
-        sql.SQL(
-            "SELECT notification_id FROM {} WHERE originator_id = %s AND originator_version = %s"
-        ).format(sql.Identifier(EVENTS_TABLE)),
-        (aggregate_id, version),
-    ).fetchone()
-    return int(row["notification_id"]) if row else None
-
-
-def view_position(conn: Connection[DictRow], view_name: str) -> int:
+def _tracked(conn: Connection[DictRow], table: str) -> int:
     row = conn.execute(
         sql.SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
-            sql.Identifier(f"{view_name}_tracking")
+            sql.Identifier(table)
         ),
         (LOG_NAME,),
     ).fetchone()
     return int(row["notification_id"]) if row else 0
 
 
-def log_head(conn: Connection[DictRow]) -> int:
+def _view_position(conn: Connection[DictRow], view: str) -> int:
+    return _tracked(conn, f"{view}_tracking")
+
+
+def _log_head(conn: Connection[DictRow]) -> int:
     row = conn.execute(
         sql.SQL("SELECT max(notification_id) AS head FROM {}").format(sql.Identifier(EVENTS_TABLE))
     ).fetchone()
     return int(row["head"] or 0) if row else 0
-
-
-def bus_position(conn: Connection[DictRow]) -> int:
-    row = conn.execute(
-        "SELECT notification_id FROM stateowner_tracking WHERE application_name = %s", (LOG_NAME,)
-    ).fetchone()
-    return int(row["notification_id"]) if row else 0
-
-
-def budgets_with_spend(
-    conn: Connection[DictRow], window: str, scopes: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """Each budget (or those of `scopes`) with what its scope spent in the window."""
-    where = sql.SQL("WHERE b.scope = ANY(%(scopes)s)") if scopes is not None else sql.SQL("")
-    return conn.execute(
-        sql.SQL(
-            "SELECT b.*, COALESCE(s.spent_usd, 0) AS spent_usd, "
-            "COALESCE(b.reset_window = %(window)s::date, false) AS reset_this_window "
-            "FROM budgets b LEFT JOIN spend s ON s.scope = b.scope AND s.window_day = %(window)s::date "
-            "{} ORDER BY b.scope"
-        ).format(where),
-        {"window": window, "scopes": list(scopes) if scopes is not None else None},
-    ).fetchall()
-
-
-def spent_today(conn: Connection[DictRow], window: str, scopes: Sequence[str]) -> dict[str, Any]:
-    rows = conn.execute(
-        "SELECT scope, spent_usd FROM spend WHERE window_day = %s::date AND scope = ANY(%s)",
-        (window, list(scopes)),
-    ).fetchall()
-    return {row["scope"]: row["spent_usd"] for row in rows}

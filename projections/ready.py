@@ -7,10 +7,12 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import structlog
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from projections.item_status import READY_CHANNEL
 
@@ -27,8 +29,14 @@ def ready_payload(stage: str, item_id: uuid.UUID, origin: str) -> str:
 class ReadySignal:
     """One LISTEN connection per process; waiters block on a condition, not on the database."""
 
-    def __init__(self, conninfo: str, on_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        pool: ConnectionPool[Any],
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.conninfo = conninfo
+        self.pool = pool
         self.on_lost = on_lost
         # Hints this process published reach its waiters directly; their NOTIFY echo is skipped.
         self.origin = uuid.uuid4().hex
@@ -68,6 +76,19 @@ class ReadySignal:
                 self._hints.setdefault(stage, deque(maxlen=MAX_HINTS)).append(item_id)
             self._generations[stage] = self._generations.get(stage, 0) + 1
             self._condition.notify_all()
+
+    def publish(self, stage: str, item_id: uuid.UUID) -> None:
+        """Tell waiting claims in every process which item just became ready (a hint only:
+        claims still find it through item_status if this NOTIFY is lost)."""
+        self.signal(stage, item_id)
+        try:
+            with self.pool.connection(timeout=1) as conn:
+                conn.execute(
+                    "SELECT pg_notify(%s, %s)",
+                    (READY_CHANNEL, ready_payload(stage, item_id, self.origin)),
+                )
+        except Exception as error:
+            log.warning("ready_hint_lost", stage=stage, error=str(error))
 
     def take_hint(self, stage: str) -> uuid.UUID | None:
         """An item just made ready at `stage`, handed to one waiter only; None when there is none."""

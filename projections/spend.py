@@ -9,7 +9,9 @@ from typing import Any
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
+from domain.budget import Budget, LimitsSet
 from domain.guards import window_of
+from domain.item import Item, LeaseReported
 from projections.base import View, handles
 
 
@@ -29,7 +31,7 @@ class SpendView(View):
             ).format(self.table("spend_items")),
         ]
 
-    @handles("ItemCreated")
+    @handles(Item.ItemCreated)
     def item_created(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL("INSERT INTO {} (item_id, topic) VALUES (%s, %s)").format(
@@ -38,7 +40,7 @@ class SpendView(View):
             (event.originator_id, event.topic),
         )
 
-    @handles("StageCompleted", "StageFailed")
+    @handles(LeaseReported)
     def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         statement = self.composed(
             "spent",
@@ -83,7 +85,7 @@ class BudgetsView(View):
             ).format(self.table("budgets"))
         ]
 
-    @handles("BudgetDefined", "BudgetChanged")
+    @handles(LimitsSet)
     def limits(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL(
@@ -103,14 +105,14 @@ class BudgetsView(View):
             {"window": event.window, "at": event.timestamp, "scope": event.scope},
         )
 
-    @handles("BudgetAlerted")
+    @handles(Budget.BudgetAlerted)
     def alerted(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._window(curs, event, "alerted_window = %(window)s, alerts = alerts + 1")
 
-    @handles("BreakerOpened")
+    @handles(Budget.BreakerOpened)
     def opened(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._window(curs, event, "opened_window = %(window)s, halts = halts + 1")
 
-    @handles("BreakerReset")
+    @handles(Budget.BreakerReset)
     def reset(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._window(curs, event, "reset_window = %(window)s")

@@ -9,14 +9,9 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from domain.item import Item, ItemStopped, LeaseReported
+from domain.topic import Described
 from projections.base import View, handles
-
-STOPPED_STATUS = {
-    "ItemParked": "parked",
-    "ItemHalted": "halted",
-    "ItemCompleted": "done",
-    "ItemCancelled": "cancelled",
-}
 
 
 class TopicsView(View):
@@ -73,7 +68,7 @@ class TopicsView(View):
             {**params, "item_id": event.originator_id, "at": event.timestamp},
         )
 
-    @handles("TopicDefined", "TopicUpdated")
+    @handles(Described)
     def topic_described(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL(
@@ -94,7 +89,7 @@ class TopicsView(View):
             },
         )
 
-    @handles("ItemCreated")
+    @handles(Item.ItemCreated)
     def item_created(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._touch_topic(curs, event.topic, event.timestamp)
         curs.execute(
@@ -104,19 +99,19 @@ class TopicsView(View):
             (event.originator_id, event.topic),
         )
 
-    @handles("StageReady")
+    @handles(Item.StageReady)
     def stage_ready(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._item_moved(curs, event, "stage = %(stage)s, status = 'ready'", stage=event.stage)
 
-    @handles("StageClaimed")
+    @handles(Item.StageClaimed)
     def stage_claimed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._item_moved(curs, event, "status = 'claimed'")
 
-    @handles("LeaseExpired")
+    @handles(Item.LeaseExpired)
     def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._item_moved(curs, event, "status = 'advancing'")
 
-    @handles("StageCompleted", "StageFailed")
+    @handles(LeaseReported)
     def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
             sql.SQL(
@@ -134,8 +129,6 @@ class TopicsView(View):
             },
         )
 
-    @handles(*STOPPED_STATUS)
+    @handles(ItemStopped)
     def item_stopped(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        self._item_moved(
-            curs, event, "status = %(status)s", status=STOPPED_STATUS[type(event).__name__]
-        )
+        self._item_moved(curs, event, "status = %(status)s", status=event.status)

@@ -15,9 +15,14 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from api.logs import configure_logging
 from api.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    configure_logging(json_logs=True)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

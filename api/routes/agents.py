@@ -9,14 +9,14 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from api.auth import new_token
-from api.deps import Admin, AppDep, Operator, RequestIdDep, RuntimeDep
+from api.deps import Admin, AppDep, ByDep, ContainerDep, Operator
 from api.errors import Problem
 from api.presenters import agent_row_body
 from api.schemas import AgentCreate, Body, Name
 from domain.agent import Agent, hash_token
 from domain.errors import AlreadyExists
 from domain.guards import window_of
-from projections import queries
+from domain.values import Registration
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
@@ -38,25 +38,22 @@ def create_agent(
     body: AgentCreate,
     principal: Admin,
     app: AppDep,
-    caused_by: RequestIdDep,
+    by: ByDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Register an identity. Its token is in this answer and nowhere else, ever."""
-    agent_id = Agent.create_id(body.name)
-    token = new_token(agent_id)
+    token = new_token(Agent.create_id(body.name))
     key_digest = hashlib.sha256((idempotency_key or "").encode()).hexdigest()
     body_digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-    request_digest = f"{key_digest}:{body_digest}" if idempotency_key else ""
+    registration = Registration(
+        body.name,
+        body.role,
+        tuple(body.stages),
+        hash_token(token),
+        f"{key_digest}:{body_digest}" if idempotency_key else "",
+    )
     try:
-        agent, position = app.register_agent(
-            name=body.name,
-            role=body.role,
-            stages=list(body.stages),
-            token_hash=hash_token(token),
-            request_digest=request_digest,
-            actor=principal.actor,
-            caused_by=caused_by,
-        )
+        agent, position = app.register_agent(registration, by)
     except AlreadyExists:
         existing = app.agent(body.name)
         first_key, _, first_body = existing.request_digest.partition(":")
@@ -75,12 +72,12 @@ def create_agent(
 
 
 @router.get("")
-def list_agents(principal: Operator, runtime: RuntimeDep) -> dict[str, Any]:
+def list_agents(principal: Operator, container: ContainerDep) -> dict[str, Any]:
     """Identities with their activity and today's spend; never tokens."""
-    window = window_of(runtime.app.clock())
-    with runtime.pool.connection() as conn:
-        rows = queries.agents(conn)
-        spent = queries.spent_today(conn, window, [f"agent:{row['name']}" for row in rows])
+    rows = container.queries.agents()
+    spent = container.queries.spent(
+        window_of(container.app.clock()), [f"agent:{row['name']}" for row in rows]
+    )
     return {
         "agents": [
             {**agent_row_body(row), "spent_today_usd": float(spent.get(f"agent:{row['name']}", 0))}
@@ -94,31 +91,23 @@ class StagesPut(Body):
 
 
 @router.post("/{name}/rotate")
-def rotate_token(
-    name: str, principal: Admin, app: AppDep, caused_by: RequestIdDep
-) -> dict[str, Any]:
+def rotate_token(name: str, principal: Admin, app: AppDep, by: ByDep) -> dict[str, Any]:
     """A new token for the agent, shown this once; the old one is refused from now on."""
     token = new_token(Agent.create_id(name))
-    agent, position = app.rotate_token(
-        name, token_hash=hash_token(token), actor=principal.actor, caused_by=caused_by
-    )
+    agent, position = app.rotate_token(name, hash_token(token), by)
     return _agent_body(agent, token, position)
 
 
 @router.put("/{name}/stages")
 def change_stages(
-    name: str, body: StagesPut, principal: Admin, app: AppDep, caused_by: RequestIdDep
+    name: str, body: StagesPut, principal: Admin, app: AppDep, by: ByDep
 ) -> dict[str, Any]:
     """Change the stages an agent may claim and work on."""
-    agent, position = app.change_stages(
-        name, stages=list(body.stages), actor=principal.actor, caused_by=caused_by
-    )
+    agent, position = app.change_stages(name, list(body.stages), by)
     return _agent_body(agent, None, position)
 
 
 @router.post("/{name}/disable")
-def disable_agent(
-    name: str, principal: Admin, app: AppDep, caused_by: RequestIdDep
-) -> dict[str, Any]:
-    agent, position = app.disable_agent(name, actor=principal.actor, caused_by=caused_by)
+def disable_agent(name: str, principal: Admin, app: AppDep, by: ByDep) -> dict[str, Any]:
+    agent, position = app.disable_agent(name, by)
     return _agent_body(agent, None, position)

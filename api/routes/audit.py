@@ -7,9 +7,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from psycopg import sql
 
-from api.deps import Auditor, RuntimeDep
+from api.deps import Auditor, ContainerDep
 
 router = APIRouter(tags=["audit"])
 
@@ -17,7 +16,7 @@ router = APIRouter(tags=["audit"])
 @router.get("/v1/audit")
 def audit(
     principal: Auditor,
-    runtime: RuntimeDep,
+    container: ContainerDep,
     actor: Annotated[str | None, Query(max_length=200)] = None,
     type: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z]+$")] = None,
     item: uuid.UUID | None = None,
@@ -27,25 +26,9 @@ def audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Events by actor, type, item and time, oldest first; page with after=next_after."""
-    conditions: list[sql.Composable] = [sql.SQL("position > %s")]
-    params: list[Any] = [after]
-    for column, value in (("actor", actor), ("type", type), ("item_id", item)):
-        if value is not None:
-            conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-            params.append(value)
-    if since is not None:
-        conditions.append(sql.SQL("at >= %s"))
-        params.append(since)
-    if until is not None:
-        conditions.append(sql.SQL("at < %s"))
-        params.append(until)
-    with runtime.pool.connection() as conn:
-        rows = conn.execute(
-            sql.SQL("SELECT * FROM audit WHERE {} ORDER BY position LIMIT %s").format(
-                sql.SQL(" AND ").join(conditions)
-            ),
-            [*params, limit],
-        ).fetchall()
+    rows = container.queries.audit(
+        after=after, limit=limit, actor=actor, type=type, item=item, since=since, until=until
+    )
     entries = [
         {
             "position": row["position"],

@@ -3,29 +3,31 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from eventsourcing.persistence import StoredEvent
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from api.container import Container
 from api.deps import (
     AgentOrOperator,
     AnyPrincipal,
     Auditor,
+    ByDep,
+    ContainerDep,
     Operator,
-    RequestIdDep,
-    RuntimeDep,
     parse_uuid,
     request_context,
     wait_for_view,
 )
 from api.errors import Problem, forbidden, not_found, validation
-from api.presenters import event_body, item_from_aggregate, item_from_row
+from api.presenters import event_body, item_from_aggregate, item_from_row, runs_of
 from api.schemas import ItemCreate, ItemEventsOut, ItemListOut, ItemOut, Name, OperatorCommandOut
 from domain.agent import Role
+from domain.application import StateOwner
 from domain.errors import AlreadyExists, NotFound
 from domain.item import Item
-from projections import queries
+from domain.values import By
 from projections.queries import BadCursor
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -54,41 +56,30 @@ def create_item(
     request: Request,
     response: Response,
     principal: AgentOrOperator,
-    runtime: RuntimeDep,
-    caused_by: RequestIdDep,
+    container: ContainerDep,
+    by: ByDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> dict[str, Any]:
     """Create an item on a pipeline's latest version; its first stage is ready at once."""
-    app = runtime.app
-    fingerprint = _fingerprint(body)
+    app = container.app
+    new = body.new_item(_fingerprint(body))
     item_id = None
     if idempotency_key is not None:
         # The key fixes the item's identity, so a repeat can never append a second item.
         item_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor}\n{idempotency_key}")
     try:
-        item, position = app.create_item(
-            pipeline=body.pipeline,
-            topic=body.topic,
-            title=body.title,
-            input=body.input,
-            fingerprint=fingerprint,
-            actor=principal.actor,
-            caused_by=caused_by,
-            item_id=item_id,
-        )
+        item, position = app.create_item(new, by, item_id)
     except AlreadyExists:
         assert item_id is not None
-        first = app.item(item_id, version=2)
-        if first.fingerprint != fingerprint:
+        item = app.item(item_id, version=2)
+        if item.fingerprint != new.fingerprint:
             raise Problem(
                 409,
                 "idempotency_mismatch",
                 "Idempotency key reused",
                 "this Idempotency-Key came with another body",
             ) from None
-        with runtime.pool.connection() as conn:
-            position = queries.event_position(conn, item_id, 2) or 0
-        item = first
+        position = container.queries.event_position(item_id, 2)
     request_context(request)["item_id"] = str(item.id)
     response.headers["Location"] = f"/v1/items/{item.id}"
     return item_from_aggregate(item, position)
@@ -97,7 +88,7 @@ def create_item(
 @router.get("", response_model=ItemListOut)
 def list_items(
     principal: AnyPrincipal,
-    runtime: RuntimeDep,
+    container: ContainerDep,
     topic: Annotated[Name | None, Query()] = None,
     stage: Annotated[Name | None, Query()] = None,
     status: StatusName = None,
@@ -107,20 +98,13 @@ def list_items(
     min_position: Position = None,
 ) -> dict[str, Any]:
     if min_position is not None:
-        wait_for_view(runtime, "item_status", min_position)
-    with runtime.pool.connection() as conn:
-        try:
-            rows, next_cursor = queries.list_items(
-                conn,
-                topic=topic,
-                stage=stage,
-                status=status,
-                agent=agent,
-                limit=limit,
-                cursor=cursor,
-            )
-        except BadCursor as error:
-            raise validation(str(error)) from None
+        wait_for_view(container, "item_status", min_position)
+    try:
+        rows, next_cursor = container.queries.items(
+            topic=topic, stage=stage, status=status, agent=agent, limit=limit, cursor=cursor
+        )
+    except BadCursor as error:
+        raise validation(str(error)) from None
     return {"items": [item_from_row(row) for row in rows], "next_cursor": next_cursor}
 
 
@@ -129,120 +113,58 @@ def get_item(
     item_id: str,
     request: Request,
     principal: AnyPrincipal,
-    runtime: RuntimeDep,
+    container: ContainerDep,
     min_position: Position = None,
 ) -> dict[str, Any]:
     """The item as the item_status projection shows it (pass min_position to read your write)."""
     uid = _item_id(request, item_id)
     if min_position is not None:
-        wait_for_view(runtime, "item_status", min_position)
-    with runtime.pool.connection() as conn:
-        row = queries.item_row(conn, uid)
+        wait_for_view(container, "item_status", min_position)
+    row = container.queries.item(uid)
     if row is None:
         try:
-            runtime.app.item(uid)
+            container.app.item(uid)
         except NotFound:
             raise not_found(f"no item {item_id}") from None
         # The item exists but its row has not landed yet: wait for the projection, bounded.
-        wait_for_view(runtime, "item_status", runtime.app.position())
-        with runtime.pool.connection() as conn:
-            row = queries.item_row(conn, uid)
+        wait_for_view(container, "item_status", container.app.position())
+        row = container.queries.item(uid)
         if row is None:
             raise not_found(f"no item {item_id}")
     return item_from_row(row)
 
 
-def _worked_on(events: list[dict[str, Any]], agent: str) -> bool:
-    return any(event["data"].get("agent") == agent for event in events)
-
-
 @router.get("/{item_id}/events", response_model=ItemEventsOut)
 def item_events(
-    item_id: str, request: Request, principal: AnyPrincipal, runtime: RuntimeDep
+    item_id: str, request: Request, principal: AnyPrincipal, container: ContainerDep
 ) -> dict[str, Any]:
     """The item's whole history, in order: auditors, and agents that worked on it."""
-    return {"events": _history(item_id, request, principal, runtime)}
+    history = _history(_item_id(request, item_id), principal, container)
+    return {"events": [event_body(event, position) for event, position in history]}
 
 
 @router.get("/{item_id}/runs")
 def item_runs(
-    item_id: str, request: Request, principal: AnyPrincipal, runtime: RuntimeDep
+    item_id: str, request: Request, principal: AnyPrincipal, container: ContainerDep
 ) -> dict[str, Any]:
     """Every attempt at every stage: who ran it, when, how it ended, what it cost, its trace."""
-    return {"runs": runs_of(_history(item_id, request, principal, runtime))}
-
-
-def runs_of(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    runs: dict[str, dict[str, Any]] = {}
-    for event in history:
-        data = event["data"]
-        if event["type"] == "StageClaimed":
-            runs[data["lease_id"]] = {
-                "lease_id": data["lease_id"],
-                "agent": data["agent"],
-                "stage": data["stage"],
-                "attempt": data["attempt"],
-                "claimed_at": event["at"],
-                "finished_at": None,
-                "result": "running",
-                "outcome": None,
-                "error": None,
-                "cost_usd": 0.0,
-                "tokens": {"in": 0, "out": 0},
-                "duration_ms": None,
-                "trace": None,
-            }
-        elif event["type"] in ("StageCompleted", "StageFailed", "LeaseExpired"):
-            run = runs.get(data["lease_id"])
-            if run is None:
-                continue
-            run["finished_at"] = event["at"]
-            run["result"] = {
-                "StageCompleted": "completed",
-                "StageFailed": "failed",
-                "LeaseExpired": "expired",
-            }[event["type"]]
-            if event["type"] != "LeaseExpired":
-                run.update(
-                    outcome=data.get("outcome"),
-                    error=data.get("error"),
-                    cost_usd=data["cost_usd"],
-                    tokens={"in": data["tokens_in"], "out": data["tokens_out"]},
-                    duration_ms=data["duration_ms"],
-                    trace=data["trace"],
-                )
-    return list(runs.values())
+    return {"runs": runs_of(_history(_item_id(request, item_id), principal, container))}
 
 
 def _history(
-    item_id: str, request: Request, principal: AnyPrincipal, runtime: RuntimeDep
-) -> list[dict[str, Any]]:
-    uid = _item_id(request, item_id)
-    with runtime.pool.connection() as conn:
-        stored = queries.item_stored_events(conn, uid)
-    if not stored:
-        raise not_found(f"no item {item_id}")
-    events = [
-        event_body(
-            runtime.app.mapper.to_domain_event(
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-            ),
-            row["notification_id"],
-        )
-        for row in stored
+    item_id: uuid.UUID, principal: AnyPrincipal, container: Container
+) -> list[tuple[Any, int]]:
+    """The item's events with their positions, for auditors and agents that worked on it."""
+    history = [
+        (container.app.mapper.to_domain_event(stored), position)
+        for stored, position in container.queries.stored_events(item_id)
     ]
-    if events[0]["type"] != "ItemCreated":
+    if not history or not isinstance(history[0][0], Item.ItemCreated):
         raise not_found(f"no item {item_id}")
-    if not principal.has(Role.AUDITOR) and not (
-        principal.role == Role.AGENT and _worked_on(events, principal.name)
-    ):
+    worked_on = any(getattr(event, "agent", None) == principal.name for event, _ in history)
+    if not principal.has(Role.AUDITOR) and not (principal.role == Role.AGENT and worked_on):
         raise forbidden("only auditors and agents that worked on this item may read its history")
-    return events
+    return history
 
 
 @router.get("/{item_id}/at/{version}", response_model=ItemOut)
@@ -251,64 +173,45 @@ def item_at_version(
     version: str,
     request: Request,
     principal: Auditor,
-    runtime: RuntimeDep,
+    container: ContainerDep,
 ) -> dict[str, Any]:
     """The item as it stood once it had `version` events."""
     uid = _item_id(request, item_id)
     number = int(version) if version.isdigit() and len(version) < 10 else 0
-    current = runtime.app.item(uid)
+    current = container.app.item(uid)
     if not 1 <= number <= current.version:
         raise not_found(f"item {item_id} has no version {version!r}; it is at {current.version}")
-    item: Item = runtime.app.item(uid, version=number)
-    with runtime.pool.connection() as conn:
-        position = queries.event_position(conn, uid, number) or 0
-    return item_from_aggregate(item, position)
+    item: Item = container.app.item(uid, version=number)
+    return item_from_aggregate(item, container.queries.event_position(uid, number))
+
+
+OperatorCommand = Callable[[StateOwner, uuid.UUID, By], tuple[Item, int]]
 
 
 def _operator_command(
-    command: str,
-    item_id: str,
-    request: Request,
-    principal: Operator,
-    runtime: RuntimeDep,
-    caused_by: str,
+    command: OperatorCommand, item_id: str, request: Request, container: Container, by: By
 ) -> dict[str, Any]:
-    uid = _item_id(request, item_id)
-    app = runtime.app
-    run = {"retry": app.retry_item, "cancel": app.cancel_item, "resume": app.resume_item}[command]
-    item, position = run(uid, actor=principal.actor, caused_by=caused_by)
+    item, position = command(container.app, _item_id(request, item_id), by)
     return {"item": item_from_aggregate(item, position)}
 
 
 @router.post("/{item_id}/retry", response_model=OperatorCommandOut)
 def retry_item(
-    item_id: str,
-    request: Request,
-    principal: Operator,
-    runtime: RuntimeDep,
-    caused_by: RequestIdDep,
+    item_id: str, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
     """Un-park an item: its stage is ready again with attempts reset."""
-    return _operator_command("retry", item_id, request, principal, runtime, caused_by)
+    return _operator_command(StateOwner.retry_item, item_id, request, container, by)
 
 
 @router.post("/{item_id}/cancel", response_model=OperatorCommandOut)
 def cancel_item(
-    item_id: str,
-    request: Request,
-    principal: Operator,
-    runtime: RuntimeDep,
-    caused_by: RequestIdDep,
+    item_id: str, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
-    return _operator_command("cancel", item_id, request, principal, runtime, caused_by)
+    return _operator_command(StateOwner.cancel_item, item_id, request, container, by)
 
 
 @router.post("/{item_id}/resume", response_model=OperatorCommandOut)
 def resume_item(
-    item_id: str,
-    request: Request,
-    principal: Operator,
-    runtime: RuntimeDep,
-    caused_by: RequestIdDep,
+    item_id: str, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
-    return _operator_command("resume", item_id, request, principal, runtime, caused_by)
+    return _operator_command(StateOwner.resume_item, item_id, request, container, by)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AnyPrincipal, AppDep, Operator, RequestIdDep
+from api.deps import AnyPrincipal, AppDep, ByDep, Operator
 from api.errors import validation
 from api.schemas import Name, PipelineOut
 from domain.pipeline import Pipeline
@@ -63,13 +63,11 @@ async def _spec_from(request: Request) -> Any:
     },
 )
 async def put_pipeline(
-    name: Name, request: Request, principal: Operator, app: AppDep, caused_by: RequestIdDep
+    name: Name, request: Request, principal: Operator, app: AppDep, by: ByDep
 ) -> dict[str, Any]:
     """Define or revise a pipeline; every PUT makes a new version."""
     spec = await _spec_from(request)
-    pipeline, position = await run_in_threadpool(
-        app.put_pipeline, name, spec, actor=principal.actor, caused_by=caused_by
-    )
+    pipeline, position = await run_in_threadpool(app.put_pipeline, name, spec, by)
     return _body(pipeline, position)
 
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.runtime import Runtime
+from api.container import Container
 from api.settings import Settings
 from tests.api.test_leases import Clock
 from tests.helpers import Api
@@ -46,9 +46,9 @@ def loop_api(settings: Settings, clock: Clock) -> Iterator[Api]:
         yield api
 
 
-def _runtime(api: Api) -> Runtime:
-    runtime: Runtime = api.client.app.state.runtime
-    return runtime
+def _container(api: Api) -> Container:
+    container: Container = api.client.app.state.container
+    return container
 
 
 def _work(api: Api, agent: str, stage: str, **report: Any) -> None:
@@ -94,7 +94,7 @@ def test_an_expired_lease_is_swept_and_the_stage_retried(loop_api: Api, clock: C
     item = loop_api.create_item(pipeline="loop")
     stale = loop_api.claim("writer", "draft")["lease"]["id"]
     clock.advance(61)
-    _runtime(loop_api).sweeper.sweep_now()
+    _container(loop_api).sweeper.sweep_now()
     deadline = time.monotonic() + 10
     while loop_api.item(item["id"], min_position=loop_api.settle())["status"] != "ready":
         assert time.monotonic() < deadline
@@ -112,9 +112,9 @@ def test_an_expired_lease_is_swept_and_the_stage_retried(loop_api: Api, clock: C
 
 def test_a_waiting_claim_is_woken_by_the_ready_signal(loop_api: Api) -> None:
     """A claim waiting on edit returns the item the bus makes ready there, signalled by NOTIFY."""
-    runtime = _runtime(loop_api)
+    container = _container(loop_api)
     item = loop_api.create_item(pipeline="loop")
-    seen = runtime.ready.generation("edit")
+    seen = container.ready.generation("edit")
     result: dict[str, Any] = {}
 
     def wait_for_edit() -> None:
@@ -125,7 +125,7 @@ def test_a_waiting_claim_is_woken_by_the_ready_signal(loop_api: Api) -> None:
     _work(loop_api, "writer", "draft")
     waiter.join(25)
     assert result["claim"]["item"]["id"] == item["id"]
-    assert runtime.ready.generation("edit") > seen
+    assert container.ready.generation("edit") > seen
 
 
 @pytest.fixture

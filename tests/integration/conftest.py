@@ -4,15 +4,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.runtime import Runtime
+from api.container import Container
 from api.settings import Settings
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
+def container(settings: Settings) -> Iterator[Container]:
     """The application and views on a clean database, with no followers running."""
-    built = Runtime(settings)
+    started = Container(settings).start()
     try:
-        yield built
+        yield started
     finally:
-        built.close()
+        started.close()

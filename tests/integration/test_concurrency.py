@@ -8,13 +8,15 @@ from decimal import Decimal
 
 import pytest
 
-from api.runtime import Runtime
+from api.container import Container
 from domain.errors import ConcurrentUpdate, StateConflict
+from domain.values import By, Completion, NewItem, Report
 from tests.helpers import ARTICLE_SPEC
 
 pytestmark = pytest.mark.integration
 
-ACTOR = "operator:test"
+OPS = By("operator:test", "t")
+NEW = NewItem("article", "t", "x", {}, "f")
 
 
 def _race(workers: list[Callable[[], object]]) -> list[object]:
@@ -36,25 +38,15 @@ def _race(workers: list[Callable[[], object]]) -> list[object]:
     return results
 
 
-def test_two_agents_claiming_one_item_at_once_exactly_one_wins(runtime: Runtime) -> None:
+def test_two_agents_claiming_one_item_at_once_exactly_one_wins(container: Container) -> None:
     """Of two simultaneous claims on one ready stage, one succeeds and one is refused."""
-    app = runtime.app
-    app.put_pipeline("article", ARTICLE_SPEC, actor=ACTOR, caused_by="t")
-    item, _ = app.create_item(
-        pipeline="article",
-        topic="t",
-        title="x",
-        input={},
-        fingerprint="f",
-        actor=ACTOR,
-        caused_by="t",
-    )
+    app = container.app
+    app.put_pipeline("article", ARTICLE_SPEC, OPS)
+    item, _ = app.create_item(NEW, OPS)
     for _ in range(20):
         results = _race(
             [
-                lambda name=name, item=item: app.claim(
-                    item.id, stage="research", agent=name, actor=name, caused_by="t"
-                )
+                lambda name=name, item=item: app.claim(item.id, "research", name, By(name, "t"))
                 for name in ("a", "b")
             ]
         )
@@ -64,49 +56,23 @@ def test_two_agents_claiming_one_item_at_once_exactly_one_wins(runtime: Runtime)
         claimed = app.item(item.id)
         assert claimed.status == "claimed"
         assert claimed.agent in ("a", "b")
-        app.cancel_item(item.id, actor=ACTOR, caused_by="t")
-        item, _ = app.create_item(
-            pipeline="article",
-            topic="t",
-            title="x",
-            input={},
-            fingerprint="f",
-            actor=ACTOR,
-            caused_by="t",
-        )
+        app.cancel_item(item.id, OPS)
+        item, _ = app.create_item(NEW, OPS)
 
 
-def test_a_completion_racing_a_cancel_leaves_one_consistent_history(runtime: Runtime) -> None:
+def test_a_completion_racing_a_cancel_leaves_one_consistent_history(container: Container) -> None:
     """Whichever of complete and cancel lands first, the other sees the new state, never a mix."""
-    app = runtime.app
-    app.put_pipeline("article", ARTICLE_SPEC, actor=ACTOR, caused_by="t")
+    app = container.app
+    app.put_pipeline("article", ARTICLE_SPEC, OPS)
+    agent = By("agent:a", "t")
+    completion = Completion(report=Report(cost_usd=Decimal("0.1")))
     for _ in range(10):
-        item, _ = app.create_item(
-            pipeline="article",
-            topic="t",
-            title="x",
-            input={},
-            fingerprint="f",
-            actor=ACTOR,
-            caused_by="t",
-        )
-        _, lease, _ = app.claim(item.id, stage="research", agent="a", actor="a", caused_by="t")
+        item, _ = app.create_item(NEW, OPS)
+        _, lease, _ = app.claim(item.id, "research", "a", agent)
         results = _race(
             [
-                lambda lease=lease: app.complete_stage(
-                    lease,
-                    agent="a",
-                    outcome=None,
-                    output=None,
-                    cost_usd=Decimal("0.1"),
-                    tokens_in=0,
-                    tokens_out=0,
-                    duration_ms=0,
-                    trace=None,
-                    actor="a",
-                    caused_by="t",
-                ),
-                lambda item=item: app.cancel_item(item.id, actor=ACTOR, caused_by="t"),
+                lambda lease=lease: app.complete_stage(lease, "a", completion, agent),
+                lambda item=item: app.cancel_item(item.id, OPS),
             ]
         )
         final = app.item(item.id)

@@ -6,40 +6,33 @@ Both aggregates live in memory only.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from domain.agent import ROLE_INCLUDES, Agent, Role, hash_token, role_allows
 from domain.errors import InvalidCommand, StateConflict
 from domain.topic import Topic
+from domain.values import By, Registration, TopicFacts
 
 pytestmark = pytest.mark.unit
 
 TOKEN = "so_secret-token"
+ADMIN = By("admin:builtin", "req-1")
+OPS = By("operator:ops", "req-2")
+FACTS = TopicFacts("alice", 1, ("daily",), {"region": "eu"})
 
 
 def _agent(role: str = Role.AGENT, stages: list[str] | None = None, name: str = "writer") -> Agent:
-    return Agent(
-        name=name,
-        role=role,
-        stages=["draft"] if stages is None else stages,
-        token_hash=hash_token(TOKEN),
-        request_digest="digest",
-        actor="admin:builtin",
-        caused_by="req-1",
+    stages = ["draft"] if stages is None else stages
+    return Agent.register(
+        Registration(name, role, tuple(stages), hash_token(TOKEN), "digest"), ADMIN
     )
 
 
 def _topic() -> Topic:
-    return Topic(
-        name="news",
-        owner="alice",
-        priority=1,
-        tags=["daily"],
-        metadata={"region": "eu"},
-        actor="operator:ops",
-        caused_by="req-1",
-    )
+    return Topic.define("news", FACTS, By("operator:ops", "req-1"))
 
 
 # -- roles ---------------------------------------------------------------------------------------
@@ -122,7 +115,7 @@ def test_a_disabled_agent_matches_no_token() -> None:
     """After disabling, even the right token no longer matches."""
     agent = _agent()
     agent.collect_events()
-    agent.disable(actor="admin:builtin", caused_by="req-2")
+    agent.disable(ADMIN)
     assert [type(e).__name__ for e in agent.collect_events()] == ["AgentDisabled"]
     assert agent.disabled
     assert not agent.token_matches(TOKEN)
@@ -131,10 +124,10 @@ def test_a_disabled_agent_matches_no_token() -> None:
 def test_disabling_twice_is_a_state_conflict() -> None:
     """An agent disabled already cannot be disabled again, and no event is recorded."""
     agent = _agent()
-    agent.disable(actor="admin:builtin", caused_by="req-2")
+    agent.disable(ADMIN)
     agent.collect_events()
     with pytest.raises(StateConflict, match="disabled already"):
-        agent.disable(actor="admin:builtin", caused_by="req-3")
+        agent.disable(ADMIN)
     assert agent.collect_events() == []
 
 
@@ -168,14 +161,7 @@ def test_describe_without_changes_returns_false_and_records_nothing() -> None:
     """Describing a topic exactly as it is records no event and reports no change."""
     topic = _topic()
     topic.collect_events()
-    changed = topic.describe(
-        owner="alice",
-        priority=1,
-        tags=["daily"],
-        metadata={"region": "eu"},
-        actor="operator:ops",
-        caused_by="req-2",
-    )
+    changed = topic.describe(FACTS, OPS)
     assert changed is False
     assert topic.collect_events() == []
     assert topic.version == 1
@@ -187,29 +173,27 @@ def test_describe_without_changes_returns_false_and_records_nothing() -> None:
         {"owner": "bob"},
         {"owner": None},
         {"priority": 2},
-        {"tags": ["daily", "urgent"]},
-        {"tags": []},
+        {"tags": ("daily", "urgent")},
+        {"tags": ()},
         {"metadata": {"region": "us"}},
     ],
 )
 def test_describe_with_a_change_returns_true_and_records_topic_updated(
-    change: dict[str, object],
+    change: dict[str, Any],
 ) -> None:
     """Any changed field records TopicUpdated carrying the new values, and reports a change."""
     topic = _topic()
     topic.collect_events()
-    described = {
-        "owner": "alice",
-        "priority": 1,
-        "tags": ["daily"],
-        "metadata": {"region": "eu"},
-        **change,
-    }
-    assert topic.describe(**described, actor="operator:ops", caused_by="req-2") is True
+    facts = replace(FACTS, **change)
+    assert topic.describe(facts, OPS) is True
     (updated,) = topic.collect_events()
     assert type(updated).__name__ == "TopicUpdated"
     assert updated.name == "news"
-    for key, value in described.items():
-        assert getattr(updated, key) == value
-        assert getattr(topic, key) == value
+    assert (updated.owner, updated.priority, updated.tags, updated.metadata) == (
+        facts.owner,
+        facts.priority,
+        list(facts.tags),
+        facts.metadata,
+    )
+    assert topic.facts == facts
     assert topic.version == 2

@@ -21,20 +21,19 @@ from domain.guards import (
     within_item_budget,
 )
 from domain.pipeline import parse_spec
+from domain.values import By, Limits
 
 pytestmark = pytest.mark.unit
 
 money = st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False, allow_infinity=False)
 
 
+OPS = By("operator:ops", "r")
+GOVERNOR = By("system:governor", "s")
+
+
 def _budget(alert: str = "1", halt: str = "2") -> Budget:
-    return Budget(
-        scope="agent:bot",
-        alert_usd=Decimal(alert),
-        halt_usd=Decimal(halt),
-        actor="ops",
-        caused_by="r",
-    )
+    return Budget.define("agent:bot", Limits(Decimal(alert), Decimal(halt)), OPS)
 
 
 @pytest.mark.parametrize("scope", ["global", "stage:draft", "agent:writer-1", "topic:llm.costs"])
@@ -67,36 +66,28 @@ def test_alert_must_be_below_a_positive_halt(alert: str, halt: str) -> None:
 def test_an_alert_is_recorded_once_per_window() -> None:
     """The second alert in one window records nothing; a new window records again."""
     budget = _budget()
-    assert budget.alert(window="2026-01-01", spent_usd=Decimal("1.5"), actor="gov", caused_by="s")
-    assert not budget.alert(
-        window="2026-01-01", spent_usd=Decimal("1.7"), actor="gov", caused_by="s"
-    )
-    assert budget.alert(window="2026-01-02", spent_usd=Decimal("1.1"), actor="gov", caused_by="s")
+    assert budget.alert("2026-01-01", Decimal("1.5"), GOVERNOR)
+    assert not budget.alert("2026-01-01", Decimal("1.7"), GOVERNOR)
+    assert budget.alert("2026-01-02", Decimal("1.1"), GOVERNOR)
     assert [type(e).__name__ for e in budget.collect_events()].count("BudgetAlerted") == 2
 
 
 def test_a_reset_window_does_not_open_again() -> None:
     """After an operator's reset, the breaker does not reopen in that window; it may the next day."""
     budget = _budget()
-    budget.reset(window="2026-01-01", actor="ops", caused_by="r")
-    assert not budget.open_breaker(
-        window="2026-01-01", spent_usd=Decimal(3), actor="gov", caused_by="s"
-    )
-    assert budget.open_breaker(
-        window="2026-01-02", spent_usd=Decimal(3), actor="gov", caused_by="s"
-    )
+    budget.reset("2026-01-01", OPS)
+    assert not budget.open_breaker("2026-01-01", Decimal(3), GOVERNOR)
+    assert budget.open_breaker("2026-01-02", Decimal(3), GOVERNOR)
     with pytest.raises(StateConflict):
-        budget.reset(window="2026-01-01", actor="ops", caused_by="r")
+        budget.reset("2026-01-01", OPS)
 
 
 def test_unchanged_limits_record_nothing() -> None:
     """Setting the limits a budget already has appends no event."""
     budget = _budget()
     budget.collect_events()
-    assert not budget.change_limits(
-        alert_usd=Decimal(1), halt_usd=Decimal(2), actor="o", caused_by="r"
-    )
-    assert budget.change_limits(alert_usd=Decimal(1), halt_usd=Decimal(5), actor="o", caused_by="r")
+    assert not budget.change_limits(Limits(Decimal(1), Decimal(2)), OPS)
+    assert budget.change_limits(Limits(Decimal(1), Decimal(5)), OPS)
     assert [type(e).__name__ for e in budget.collect_events()] == ["BudgetChanged"]
 
 

@@ -23,9 +23,10 @@ from domain.errors import (
     ReportMismatch,
     StateConflict,
 )
-from domain.guards import Advance, Complete, Decision, Park, after_completion, after_failure
-from domain.item import Item, Status, report_fingerprint
+from domain.guards import Advance, Complete, Halt, Park, Step
+from domain.item import Item, LeaseEnded, Status, report_fingerprint
 from domain.pipeline import PipelineSpec, known_outcomes, parse_spec
+from domain.values import By, Completion, Failure, NewItem, Report
 
 pytestmark = pytest.mark.unit
 
@@ -42,27 +43,19 @@ SPEC = parse_spec(
         "max_transitions": 10,
     }
 )
+BUS = By("system:bus", "trigger")
+SWEEP = By("system:sweeper", "sweep")
+OPS = By("operator:ops", "req")
+HALT = Halt("budget", "over budget", then=Complete())
 
 
-def _start(spec: PipelineSpec = SPEC, item_id: uuid.UUID | None = ITEM_ID) -> Item:
-    return Item.start(
-        item_id=item_id,
-        pipeline="articles",
-        pipeline_version=1,
-        spec=spec,
-        topic="news",
-        title="An article",
-        input={"brief": "write"},
-        fingerprint="fp-1",
-        actor="agent:writer",
-        caused_by="req-1",
-    )
+def _start(spec: PipelineSpec = SPEC, item_id: uuid.UUID = ITEM_ID) -> Item:
+    new = NewItem("articles", "news", "An article", {"brief": "write"}, "fp-1")
+    return Item.start(item_id, new, pipeline_version=1, spec=spec, by=By("agent:writer", "req-1"))
 
 
 def _claim(item: Item, stage: str | None = None, agent: str = "writer", now: datetime = NOW) -> str:
-    return item.claim(
-        stage=stage or item.stage, agent=agent, now=now, actor=f"agent:{agent}", caused_by="req"
-    )
+    return item.claim(stage or item.stage, agent, now, By(f"agent:{agent}", "req"))
 
 
 def _complete(
@@ -76,21 +69,12 @@ def _complete(
     cost_usd: Decimal = Decimal("0.10"),
     tokens_in: int = 100,
     tokens_out: int = 50,
-) -> None:
-    item.complete_stage(
-        lease_id=lease_id,
-        agent=agent,
-        now=now,
-        outcome=outcome,
-        output={"text": "hello"} if output is None else output,
-        cost_usd=cost_usd,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        duration_ms=1234,
-        trace={"steps": 1},
-        actor=f"agent:{agent}",
-        caused_by="req",
-    )
+) -> LeaseEnded:
+    """Complete the lease; returns the StageCompleted it recorded, the bus's trigger."""
+    report = Report(cost_usd, tokens_in, tokens_out, 1234, {"steps": 1})
+    completion = Completion({"text": "hello"} if output is None else output, outcome, report)
+    item.complete_stage(lease_id, agent, completion, now, By(f"agent:{agent}", "req"))
+    return _last_event(item)
 
 
 def _fail(
@@ -104,45 +88,24 @@ def _fail(
     cost_usd: Decimal = Decimal("0.05"),
     tokens_in: int = 10,
     tokens_out: int = 5,
-) -> None:
-    item.fail_stage(
-        lease_id=lease_id,
-        agent=agent,
-        now=now,
-        error=error,
-        retryable=retryable,
-        cost_usd=cost_usd,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        duration_ms=10,
-        trace=None,
-        actor=f"agent:{agent}",
-        caused_by="req",
-    )
+) -> LeaseEnded:
+    """Fail the lease; returns the StageFailed it recorded, the bus's trigger."""
+    failure = Failure(error, retryable, Report(cost_usd, tokens_in, tokens_out, 10, None))
+    item.fail_stage(lease_id, agent, failure, now, By(f"agent:{agent}", "req"))
+    return _last_event(item)
 
 
-def _apply(item: Item, decision: Decision) -> None:
-    """Carry out a guard's decision the way StateOwner.decide does."""
-    if isinstance(decision, Complete):
-        item.finish(actor="bus", caused_by="trigger")
-    elif isinstance(decision, Park):
-        item.park(reason=decision.reason, detail=decision.detail, actor="bus", caused_by="trigger")
-    else:
-        item.advance_to(
-            stage=decision.stage,
-            not_before=decision.not_before,
-            reason=decision.reason,
-            actor="bus",
-            caused_by="trigger",
-        )
+def _last_event(item: Item) -> LeaseEnded:
+    event = item.pending_events[-1]
+    assert isinstance(event, LeaseEnded)
+    return event
 
 
-def _decide_completion(item: Item, outcome: str | None) -> Decision:
-    decision = after_completion(
-        item.parsed_spec, item.stage, outcome, item.visits, item.transitions, item.path
-    )
-    _apply(item, decision)
-    return decision
+def _decide(item: Item, trigger: LeaseEnded, now: datetime = NOW) -> Step:
+    """Take the decision the bus takes on a trigger, and return it."""
+    step = item.next_step(trigger, now)
+    item.carry_out(step, BUS)
+    return step
 
 
 def _names(item: Item) -> list[str]:
@@ -152,8 +115,7 @@ def _names(item: Item) -> list[str]:
 def _advancing_on_review() -> Item:
     """An item whose draft was completed and advanced, and whose review was completed."""
     item = _start()
-    _complete(item, _claim(item))
-    _decide_completion(item, None)
+    _decide(item, _complete(item, _claim(item)))
     _complete(item, _claim(item), outcome="revise")
     return item
 
@@ -214,11 +176,6 @@ def test_a_new_item_is_ready_at_its_first_stage_with_nothing_spent() -> None:
     assert not item.is_final
 
 
-def test_start_without_an_id_assigns_a_fresh_one() -> None:
-    """Items started without an id get distinct random ids."""
-    assert _start(item_id=None).id != _start(item_id=None).id
-
-
 # -- claim ---------------------------------------------------------------------------------------
 
 
@@ -261,11 +218,7 @@ def test_claim_of_a_claimed_item_is_a_state_conflict() -> None:
 def test_claim_before_not_before_is_a_state_conflict_and_at_it_succeeds() -> None:
     """A retry cannot be claimed before its backoff ends, and can be claimed from that moment."""
     item = _start()
-    _fail(item, _claim(item))
-    _apply(
-        item,
-        after_failure(item.parsed_spec, "draft", 1, retryable=True, error="x", failed_at=NOW),
-    )
+    _decide(item, _fail(item, _claim(item)))
     assert item.not_before == NOW + timedelta(seconds=10)
     with pytest.raises(StateConflict, match="not ready before"):
         _claim(item, now=NOW + timedelta(seconds=9))
@@ -283,7 +236,7 @@ def test_renew_lease_extends_expiry_from_now() -> None:
     lease = _claim(item)
     item.collect_events()
     later = NOW + timedelta(seconds=30)
-    item.renew_lease(lease_id=lease, agent="writer", now=later, actor="agent:writer", caused_by="r")
+    item.renew_lease(lease, "writer", later, By("agent:writer", "r"))
     assert item.lease_expires_at == later + timedelta(seconds=60)
     assert _names(item) == ["LeaseRenewed"]
 
@@ -292,18 +245,13 @@ def test_renew_lease_refuses_other_agents_and_expired_leases() -> None:
     """Only the holder may renew, and only before the lease expires."""
     item = _start()
     lease = _claim(item)
+    by = By("agent:writer", "r")
     with pytest.raises(NotLeaseHolder):
-        item.renew_lease(lease_id=lease, agent="rival", now=NOW, actor="a", caused_by="r")
+        item.renew_lease(lease, "rival", NOW, by)
     with pytest.raises(LeaseLost, match="expired"):
-        item.renew_lease(
-            lease_id=lease,
-            agent="writer",
-            now=NOW + timedelta(seconds=60),
-            actor="a",
-            caused_by="r",
-        )
+        item.renew_lease(lease, "writer", NOW + timedelta(seconds=60), by)
     with pytest.raises(LeaseLost):
-        item.renew_lease(lease_id="bogus", agent="writer", now=NOW, actor="a", caused_by="r")
+        item.renew_lease("bogus", "writer", NOW, by)
 
 
 # -- completion -------------------------------------------------------------------------------------
@@ -342,9 +290,9 @@ def test_repeated_completion_is_recognised_after_the_item_moved_on() -> None:
     """A late repeat still gets the first answer's version once the bus has advanced the item."""
     item = _start()
     lease = _claim(item)
-    _complete(item, lease)
+    trigger = _complete(item, lease)
     version = item.version
-    _decide_completion(item, None)
+    _decide(item, trigger)
     with pytest.raises(RepeatedCompletion) as repeat:
         _complete(item, lease)
     assert repeat.value.version == version
@@ -439,12 +387,12 @@ def test_expire_lease_only_once_it_has_run_out() -> None:
     """A lease cannot be expired early or when none is held; at its expiry it can."""
     item = _start()
     with pytest.raises(StateConflict, match="no lease to expire"):
-        item.expire_lease(now=NOW, actor="bus", caused_by="sweep")
+        item.expire_lease(NOW, SWEEP)
     lease = _claim(item)
     with pytest.raises(StateConflict, match="lease runs until"):
-        item.expire_lease(now=NOW + timedelta(seconds=59), actor="bus", caused_by="sweep")
+        item.expire_lease(NOW + timedelta(seconds=59), SWEEP)
     item.collect_events()
-    item.expire_lease(now=NOW + timedelta(seconds=60), actor="bus", caused_by="sweep")
+    item.expire_lease(NOW + timedelta(seconds=60), SWEEP)
     (expired,) = item.collect_events()
     assert type(expired).__name__ == "LeaseExpired"
     assert (expired.stage, expired.lease_id, expired.agent) == ("draft", lease, "writer")
@@ -457,7 +405,7 @@ def test_completion_after_the_lease_was_expired_is_lease_lost() -> None:
     item = _start()
     lease = _claim(item)
     later = NOW + timedelta(seconds=61)
-    item.expire_lease(now=later, actor="bus", caused_by="sweep")
+    item.expire_lease(later, SWEEP)
     with pytest.raises(LeaseLost):
         _complete(item, lease, now=later)
 
@@ -466,22 +414,20 @@ def test_completion_after_the_lease_was_expired_is_lease_lost() -> None:
 
 
 def test_advance_and_finish_need_a_pending_decision() -> None:
-    """Without a completion or failure to decide on, advance_to and finish are refused."""
+    """Without a completion or failure to decide on, advancing and completing are refused."""
     item = _start()
     with pytest.raises(StateConflict, match="no decision to make"):
-        item.advance_to(
-            stage="review", not_before=None, reason="advanced", actor="b", caused_by="t"
-        )
+        item.carry_out(Advance("review", "advanced"), BUS)
     with pytest.raises(StateConflict, match="no decision to make"):
-        item.finish(actor="bus", caused_by="t")
+        item.carry_out(Complete(), BUS)
 
 
 def test_advance_to_next_stage_counts_a_visit_and_a_transition() -> None:
     """Advancing to a new stage makes it ready at visit 1, attempt 1, and counts one transition."""
     item = _start()
-    _complete(item, _claim(item))
+    trigger = _complete(item, _claim(item))
     item.collect_events()
-    assert _decide_completion(item, None) == Advance("review", "advanced")
+    assert _decide(item, trigger) == Advance("review", "advanced")
     (ready,) = item.collect_events()
     assert (ready.stage, ready.visit, ready.attempt, ready.reason) == (
         "review",
@@ -500,7 +446,7 @@ def test_advance_to_next_stage_counts_a_visit_and_a_transition() -> None:
 def test_advance_along_a_revise_back_edge_counts_the_second_visit() -> None:
     """A revise from review back to draft makes draft's visit 2 and counts a second transition."""
     item = _advancing_on_review()
-    assert _decide_completion(item, "revise") == Advance("draft", "advanced")
+    assert _decide(item, _last_event(item)) == Advance("draft", "advanced")
     assert (item.stage, item.visit, item.attempt) == ("draft", 2, 1)
     assert item.visits == {"draft": 2, "review": 1}
     assert item.transitions == 2
@@ -512,7 +458,7 @@ def test_advance_for_a_retry_keeps_the_visit_and_counts_an_attempt() -> None:
     item = _start()
     _fail(item, _claim(item))
     not_before = NOW + timedelta(seconds=10)
-    item.advance_to(stage="draft", not_before=not_before, reason="retry", actor="b", caused_by="t")
+    item.carry_out(Advance("draft", "retry", not_before), BUS)
     assert (item.status, item.stage, item.visit, item.attempt) == (Status.READY, "draft", 1, 2)
     assert item.not_before == not_before
     assert item.visits == {"draft": 1}
@@ -525,14 +471,10 @@ def test_the_loop_guard_parks_a_third_revision() -> None:
     """With max_visits_per_stage 2, the second revise back to draft parks the item."""
     spec = parse_spec({**SPEC.to_dict(), "max_visits_per_stage": 2})
     item = _start(spec)
-    _complete(item, _claim(item))
-    _decide_completion(item, None)
-    _complete(item, _claim(item), outcome="revise")
-    _decide_completion(item, "revise")
-    _complete(item, _claim(item))
-    _decide_completion(item, None)
-    _complete(item, _claim(item), outcome="revise")
-    decision = _decide_completion(item, "revise")
+    _decide(item, _complete(item, _claim(item)))
+    _decide(item, _complete(item, _claim(item), outcome="revise"))
+    _decide(item, _complete(item, _claim(item)))
+    decision = _decide(item, _complete(item, _claim(item), outcome="revise"))
     assert isinstance(decision, Park)
     assert item.status == Status.PARKED
     assert item.visits == {"draft": 2, "review": 2}
@@ -542,9 +484,9 @@ def test_the_loop_guard_parks_a_third_revision() -> None:
 def test_finish_completes_the_item() -> None:
     """Completing the last stage and finishing makes the item done and final."""
     item = _start(parse_spec({"stages": [{"name": "draft"}]}))
-    _complete(item, _claim(item))
+    trigger = _complete(item, _claim(item))
     item.collect_events()
-    assert _decide_completion(item, None) == Complete()
+    assert _decide(item, trigger) == Complete()
     assert _names(item) == ["ItemCompleted"]
     assert item.status == Status.DONE
     assert item.is_final
@@ -559,52 +501,33 @@ def test_park_records_reason_and_refuses_a_second_park() -> None:
     item = _start()
     _fail(item, _claim(item), retryable=False)
     item.collect_events()
-    item.park(reason="failed", detail="bad input", actor="bus", caused_by="t")
+    item.carry_out(Park("failed", "bad input"), BUS)
     (parked,) = item.collect_events()
     assert type(parked).__name__ == "ItemParked"
     assert (parked.stage, parked.reason, parked.detail) == ("draft", "failed", "bad input")
     assert item.status == Status.PARKED
     assert not item.awaits_decision_on(item.version - 1)
     with pytest.raises(StateConflict, match="cannot be parked"):
-        item.park(reason="failed", detail="again", actor="bus", caused_by="t")
+        item.carry_out(Park("failed", "again"), BUS)
 
 
 def test_halt_clears_the_lease_and_refuses_a_second_halt() -> None:
-    """Halting a claimed item drops its lease; halting again or halting a parked item is refused."""
+    """Halting a completed stage drops its lease; halting again or halting a parked item is
+    refused."""
     item = _start()
     lease = _claim(item)
-    item.halt(
-        reason="budget",
-        detail="over budget",
-        resume_stage=None,
-        resume_reason="completed",
-        actor="bus",
-        caused_by="t",
-    )
+    _complete(item, lease)
+    item.carry_out(HALT, BUS)
     assert (item.status, item.lease_id, item.agent) == (Status.HALTED, None, None)
     with pytest.raises(StateConflict, match="cannot be halted"):
-        item.halt(
-            reason="budget",
-            detail="again",
-            resume_stage=None,
-            resume_reason="completed",
-            actor="bus",
-            caused_by="t",
-        )
+        item.carry_out(HALT, BUS)
     with pytest.raises(LeaseLost):
-        _complete(item, lease)
+        item.renew_lease(lease, "writer", NOW, By("agent:writer", "late"))
     parked = _start()
     _fail(parked, _claim(parked), retryable=False)
-    parked.park(reason="failed", detail="x", actor="bus", caused_by="t")
+    parked.carry_out(Park("failed", "x"), BUS)
     with pytest.raises(StateConflict, match="cannot be halted"):
-        parked.halt(
-            reason="budget",
-            detail="x",
-            resume_stage=None,
-            resume_reason="completed",
-            actor="bus",
-            caused_by="t",
-        )
+        parked.carry_out(HALT, BUS)
 
 
 def test_retry_makes_a_parked_item_ready_with_attempts_reset() -> None:
@@ -612,16 +535,12 @@ def test_retry_makes_a_parked_item_ready_with_attempts_reset() -> None:
     item = _start()
     clock = NOW
     for _ in range(2):
-        _fail(item, _claim(item, now=clock), now=clock)
-        _apply(
-            item,
-            after_failure(SPEC, "draft", item.attempt, retryable=True, error="x", failed_at=clock),
-        )
+        _decide(item, _fail(item, _claim(item, now=clock), now=clock), now=clock)
         clock += timedelta(minutes=1)
     assert item.status == Status.PARKED
     assert item.attempt == 2
     item.collect_events()
-    item.retry(actor="operator:ops", caused_by="req")
+    item.retry(OPS)
     (ready,) = item.collect_events()
     assert type(ready).__name__ == "StageReady"
     assert (ready.stage, ready.visit, ready.attempt, ready.reason) == ("draft", 1, 1, "manual")
@@ -640,23 +559,16 @@ def test_retry_is_refused_unless_parked(state: str) -> None:
     """Only a parked item can be retried."""
     item = _in_state(state)
     with pytest.raises(StateConflict, match="only a parked item can be retried"):
-        item.retry(actor="operator:ops", caused_by="req")
+        item.retry(OPS)
 
 
 def test_resume_after_a_halted_retry_makes_the_next_attempt_ready() -> None:
     """A failure halted for budget resumes as the retry it would have been: same stage, next attempt."""
     item = _start()
     _fail(item, _claim(item))
-    item.halt(
-        reason="budget",
-        detail="over",
-        resume_stage="draft",
-        resume_reason="retry",
-        actor="bus",
-        caused_by="t",
-    )
+    item.carry_out(Halt("budget", "over", then=Advance("draft", "retry")), BUS)
     item.collect_events()
-    item.resume(actor="operator:ops", caused_by="req")
+    item.resume(OPS)
     events = item.collect_events()
     assert [type(e).__name__ for e in events] == ["ItemResumed", "StageReady"]
     assert (events[1].stage, events[1].attempt, events[1].reason) == ("draft", 2, "manual")
@@ -668,15 +580,8 @@ def test_resume_after_a_halted_advance_makes_the_next_stage_ready() -> None:
     item = _start()
     _complete(item, _claim(item))
     next_stage = SPEC.stage_names[1]
-    item.halt(
-        reason="budget",
-        detail="over",
-        resume_stage=next_stage,
-        resume_reason="advanced",
-        actor="bus",
-        caused_by="t",
-    )
-    item.resume(actor="operator:ops", caused_by="req")
+    item.carry_out(Halt("budget", "over", then=Advance(next_stage, "advanced")), BUS)
+    item.resume(OPS)
     assert (item.stage, item.status, item.attempt, item.visits[next_stage]) == (
         next_stage,
         Status.READY,
@@ -689,16 +594,9 @@ def test_resume_after_a_halted_last_stage_completes_the_item() -> None:
     """A halt on the last stage's completion resumes by completing the item."""
     item = _start()
     _complete(item, _claim(item))
-    item.halt(
-        reason="budget",
-        detail="over",
-        resume_stage=None,
-        resume_reason="completed",
-        actor="bus",
-        caused_by="t",
-    )
+    item.carry_out(Halt("budget", "over", then=Complete()), BUS)
     item.collect_events()
-    item.resume(actor="operator:ops", caused_by="req")
+    item.resume(OPS)
     assert [type(e).__name__ for e in item.collect_events()] == ["ItemResumed", "ItemCompleted"]
     assert item.status == Status.DONE
 
@@ -708,7 +606,7 @@ def test_resume_is_refused_unless_halted(state: str) -> None:
     """Only a halted item can be resumed."""
     item = _in_state(state)
     with pytest.raises(StateConflict, match="only a halted item can be resumed"):
-        item.resume(actor="operator:ops", caused_by="req")
+        item.resume(OPS)
 
 
 def test_cancel_twice_is_a_state_conflict() -> None:
@@ -716,11 +614,11 @@ def test_cancel_twice_is_a_state_conflict() -> None:
     item = _start()
     lease = _claim(item)
     item.collect_events()
-    item.cancel(actor="operator:ops", caused_by="req")
+    item.cancel(OPS)
     assert _names(item) == ["ItemCancelled"]
     assert (item.status, item.is_final, item.lease_id) == (Status.CANCELLED, True, None)
     with pytest.raises(StateConflict, match="cancelled already"):
-        item.cancel(actor="operator:ops", caused_by="req")
+        item.cancel(OPS)
     with pytest.raises(LeaseLost):
         _complete(item, lease)
 
@@ -729,18 +627,11 @@ def test_a_done_item_cannot_be_cancelled_parked_or_halted() -> None:
     """Once done, an item refuses cancel, park and halt."""
     item = _in_state("done")
     with pytest.raises(StateConflict):
-        item.cancel(actor="operator:ops", caused_by="req")
+        item.cancel(OPS)
     with pytest.raises(StateConflict):
-        item.park(reason="x", detail="x", actor="bus", caused_by="t")
+        item.carry_out(Park("x", "x"), BUS)
     with pytest.raises(StateConflict):
-        item.halt(
-            reason="x",
-            detail="x",
-            resume_stage=None,
-            resume_reason="completed",
-            actor="bus",
-            caused_by="t",
-        )
+        item.carry_out(HALT, BUS)
 
 
 def _in_state(state: str) -> Item:
@@ -751,27 +642,13 @@ def _in_state(state: str) -> Item:
     lease = _claim(item)
     if state == "claimed":
         return item
-    if state == "halted":
-        item.halt(
-            reason="budget",
-            detail="x",
-            resume_stage=None,
-            resume_reason="completed",
-            actor="bus",
-            caused_by="t",
-        )
-        return item
     if state == "cancelled":
-        item.cancel(actor="operator:ops", caused_by="req")
+        item.cancel(OPS)
         return item
     _complete(item, lease)
-    if state == "advancing":
-        return item
-    if state == "parked":
-        item.park(reason="x", detail="x", actor="bus", caused_by="t")
-        return item
-    assert state == "done"
-    item.finish(actor="bus", caused_by="t")
+    step = {"advancing": None, "halted": HALT, "parked": Park("x", "x"), "done": Complete()}[state]
+    if step is not None:
+        item.carry_out(step, BUS)
     return item
 
 
@@ -781,11 +658,10 @@ def _in_state(state: str) -> Item:
 def test_cost_and_tokens_accumulate_across_completions_and_failures() -> None:
     """Every completion and failure adds its cost (exact Decimal) and tokens to the item's totals."""
     item = _start()
-    _fail(item, _claim(item), cost_usd=Decimal("0.10"), tokens_in=7, tokens_out=3)
-    _apply(item, after_failure(SPEC, "draft", 1, retryable=True, error="x", failed_at=NOW))
+    _decide(item, _fail(item, _claim(item), cost_usd=Decimal("0.10"), tokens_in=7, tokens_out=3))
     later = NOW + timedelta(minutes=1)
-    _complete(item, _claim(item, now=later), now=later, cost_usd=Decimal("0.20"), tokens_in=100)
-    _decide_completion(item, None)
+    claimed = _claim(item, now=later)
+    _decide(item, _complete(item, claimed, now=later, cost_usd=Decimal("0.20"), tokens_in=100))
     _complete(item, _claim(item, now=later), now=later, cost_usd=Decimal("0.05"), tokens_out=1)
     assert item.cost_usd == Decimal("0.35")
     assert isinstance(item.cost_usd, Decimal)
@@ -798,9 +674,9 @@ def test_cost_and_tokens_accumulate_across_completions_and_failures() -> None:
 def test_replaying_the_events_rebuilds_the_same_item() -> None:
     """Folding an item's recorded events from nothing gives the same state as the live item."""
     item = _advancing_on_review()
-    _decide_completion(item, "revise")
+    _decide(item, _last_event(item))
     lease = _claim(item)
-    item.renew_lease(lease_id=lease, agent="writer", now=NOW, actor="a", caused_by="r")
+    item.renew_lease(lease, "writer", NOW, By("agent:writer", "r"))
     _fail(item, lease)
     events = item.collect_events()
     replayed = reduce(lambda aggregate, event: event.mutate(aggregate), events, None)
@@ -846,22 +722,10 @@ def test_an_item_driven_by_any_reports_keeps_its_counters_within_the_limits(
         lease = _claim(item, now=clock)
         if kind == "complete":
             outcomes = known_outcomes(spec, item.stage)
-            outcome = outcomes[choice % len(outcomes)]
-            _complete(item, lease, now=clock, outcome=outcome)
-            _decide_completion(item, outcome)
+            trigger = _complete(item, lease, now=clock, outcome=outcomes[choice % len(outcomes)])
         else:
-            _fail(item, lease, now=clock, retryable=kind == "fail")
-            _apply(
-                item,
-                after_failure(
-                    spec,
-                    item.stage,
-                    item.attempt,
-                    retryable=kind == "fail",
-                    error="x",
-                    failed_at=clock,
-                ),
-            )
+            trigger = _fail(item, lease, now=clock, retryable=kind == "fail")
+        _decide(item, trigger, now=clock)
         assert all(visit <= max_visits for visit in item.visits.values())
         assert item.transitions <= max_transitions
         assert item.attempt <= spec.stage(item.stage).max_attempts
@@ -875,8 +739,8 @@ def test_an_item_driven_by_any_reports_keeps_its_counters_within_the_limits(
 def test_a_self_loop_advance_is_recorded_in_the_path() -> None:
     """Advancing from draft back to draft (a routed self-loop) adds draft to the path again."""
     item = _start(parse_spec({"stages": [{"name": "draft", "on": {"again": "draft"}}]}))
-    _complete(item, _claim(item), outcome="again")
-    assert _decide_completion(item, "again") == Advance("draft", "advanced")
+    trigger = _complete(item, _claim(item), outcome="again")
+    assert _decide(item, trigger) == Advance("draft", "advanced")
     assert (item.visits, item.transitions) == ({"draft": 2}, 1)
     assert item.path == ["draft", "draft"]
 

@@ -1,4 +1,5 @@
-"""Where the database is: an external server named by URL, or an embedded one started here."""
+"""Where the database is, and how every part of the service connects to it: an external server
+named by URL, or an embedded one started here."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
 EMBEDDED_DIRNAME = "pgdata"
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -20,25 +23,43 @@ class Database:
     embedded_server: Any = None
 
     @property
-    def parts(self) -> dict[str, Any]:
-        return conninfo_to_dict(self.conninfo)
+    def _parts(self) -> dict[str, str]:
+        parts = conninfo_to_dict(self.conninfo)
+        return {
+            "dbname": str(parts.get("dbname", "postgres")),
+            "host": str(parts.get("host", "localhost")),
+            "port": str(parts.get("port", "5432")),
+            "user": str(parts.get("user", "postgres")),
+            "password": str(parts.get("password", "")),
+        }
 
     def eventsourcing_env(self, pool_size: int) -> dict[str, str]:
-        parts = self.parts
+        """The event log's settings, for the eventsourcing application."""
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": str(parts.get("dbname", "postgres")),
-            "POSTGRES_HOST": str(parts.get("host", "localhost")),
-            "POSTGRES_PORT": str(parts.get("port", "5432")),
-            "POSTGRES_USER": str(parts.get("user", "postgres")),
-            "POSTGRES_PASSWORD": str(parts.get("password", "")),
+            **{f"POSTGRES_{key.upper()}": value for key, value in self._parts.items()},
             "POSTGRES_POOL_SIZE": str(pool_size),
             "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
             "POSTGRES_CONNECT_TIMEOUT": "2",
             "CREATE_TABLE": "y",
             "AGGREGATE_CACHE_MAXSIZE": "10000",
-            "PROCESS_RECORDER_TOPIC": "projections.log_recorder:SingleTripRecorder",
+            "PROCESS_RECORDER_TOPIC": "store.log_recorder:SingleTripRecorder",
         }
+
+    def datastore(self, pool_size: int, schema: str = "") -> PostgresDatastore:
+        """A datastore for views (in `schema`, or the default one), on this database."""
+        parts = self._parts
+        return PostgresDatastore(
+            parts["dbname"],
+            parts["host"],
+            parts["port"],
+            parts["user"],
+            parts["password"],
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            schema=schema,
+        )
 
 
 def start_embedded(data_dir: Path) -> Database:

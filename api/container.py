@@ -1,0 +1,164 @@
+"""The composition root: every part of one stateowner process, built from Settings.
+
+Constructing a Container does no I/O; `start()` connects (starting the embedded PostgreSQL when
+no URL is set), creates the schema, opens the pools and starts the followers asked for; `close()`
+stops and closes them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from psycopg import Connection
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+from api.health import DatabaseHealth
+from api.metrics import Metrics
+from api.settings import Settings
+from bus.advance import Bus
+from bus.claims import Claims
+from bus.governor import Governor
+from bus.sweeper import LeaseSweeper
+from domain.application import StateOwner, utc_now
+from projections.base import View, ViewGroup
+from projections.follower import Follower, notify
+from projections.item_status import READY_CHANNEL
+from projections.maintenance import VIEWS
+from projections.queries import EVENTS_TABLE, Queries
+from projections.ready import ReadySignal, RecentClaims
+from store.database import Database, resolve
+
+EVENTS_CHANNEL = EVENTS_TABLE
+
+
+class Container:
+    """Database, application, views, read pool, claims, followers of one process."""
+
+    database: Database
+    app: StateOwner
+    datastore: PostgresDatastore
+    views: dict[str, View]
+    pool: ConnectionPool[Connection[DictRow]]
+    queries: Queries
+    health: DatabaseHealth
+    ready: ReadySignal
+    claims: Claims
+    bus: Bus
+    sweeper: LeaseSweeper
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.recent_claims = RecentClaims()
+        self.followers: list[Follower] = []
+        self.started = False
+
+    def start(
+        self, *, projections: bool = False, bus: bool = False, ready_signal: bool = False
+    ) -> Container:
+        """Connect, create the schema and open the pools (the first time); then run the
+        followers asked for here."""
+        if not self.started:
+            self._connect()
+        if projections:
+            self.followers.append(self._follower(ViewGroup(list(self.views.values()))))
+        if bus:
+            self.followers.append(self._follower(self.bus))
+        for follower in self.followers:
+            if not follower.started:
+                follower.start()
+        if bus:
+            self.sweeper.start()
+        if ready_signal:
+            self.ready.start()
+        return self
+
+    def _connect(self) -> None:
+        settings = self.settings
+        self.database = resolve(settings.database_url, settings.data_dir)
+        self.app = StateOwner(
+            env=self.database.eventsourcing_env(settings.pool_size), clock=self.clock
+        )
+        self.datastore = self.database.datastore(max(2, settings.pool_size // 2))
+        self.views = {name: view(self.datastore) for name, view in VIEWS.items()}
+        for view in self.views.values():
+            view.create_table()
+        self.pool = ConnectionPool(
+            self.database.conninfo,
+            connection_class=Connection[DictRow],
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            min_size=1,
+            max_size=settings.pool_size,
+            timeout=5,
+            open=True,
+        )
+        self.queries = Queries(self.pool)
+        self.health = DatabaseHealth(self.database.conninfo, self._revive_pools)
+        self.ready = ReadySignal(self.database.conninfo, self.pool, on_lost=self.health.lost)
+        self.app.ready_listeners.append(self.ready.publish)
+        self.claims = Claims(
+            self.app,
+            self.queries,
+            self.ready,
+            self.recent_claims,
+            lambda stage, result: self.metrics.claims.labels(stage, result).inc(),
+        )
+        governor = Governor(self.app, self.queries)
+        self.bus = Bus(self.app, governor)
+        self.sweeper = LeaseSweeper(
+            self.app,
+            self.queries,
+            self.database.conninfo,
+            settings.sweep_interval_seconds,
+            governor,
+        )
+        self.started = True
+
+    def _follower(self, handler: ViewGroup | Bus) -> Follower:
+        return Follower(
+            handler,
+            self.app.recorder,
+            self.app.mapper,
+            self.database.conninfo,
+            EVENTS_CHANNEL,
+            exclusive=isinstance(handler, Bus),
+        )
+
+    def _revive_pools(self) -> None:
+        """Drop connections broken by an outage now, rather than one failed request at a time."""
+        recorder = self.app.recorder
+        assert isinstance(recorder, PostgresProcessRecorder)
+        for pool in (self.pool, self.datastore.pool, recorder.datastore.pool):
+            pool.check()
+
+    def follower(self, name: str) -> Follower | None:
+        """The follower that keeps `name` (a view's name maps to the projections follower)."""
+        wanted = ViewGroup.name if name in self.views else name
+        return next((f for f in self.followers if f.name == wanted), None)
+
+    def close(self) -> None:
+        if not self.started:
+            return
+        for follower in self.followers:
+            follower.request_stop()
+        self.ready.request_stop()
+        self.sweeper.request_stop()
+        self.health.stop()
+        # Stopping listeners wake now rather than at their next idle timeout.
+        notify(self.pool, EVENTS_CHANNEL, READY_CHANNEL)
+        for follower in self.followers:
+            follower.stop()
+        self.ready.stop()
+        self.sweeper.stop()
+        self.pool.close()
+        self.datastore.close()
+        self.app.close()
