@@ -24,7 +24,7 @@ from bus.governor import Governor
 from bus.sweeper import LeaseSweeper
 from domain.application import StateOwner, utc_now
 from projections.base import View, ViewGroup
-from projections.follower import Follower, notify
+from projections.follower import Follower, LogSource, notify
 from projections.item_status import READY_CHANNEL
 from projections.maintenance import VIEWS
 from projections.queries import EVENTS_TABLE, Queries
@@ -124,14 +124,8 @@ class Container:
         self.started = True
 
     def _follower(self, handler: ViewGroup | Bus) -> Follower:
-        return Follower(
-            handler,
-            self.app.recorder,
-            self.app.mapper,
-            self.database.conninfo,
-            EVENTS_CHANNEL,
-            exclusive=isinstance(handler, Bus),
-        )
+        log = LogSource(self.app.recorder, self.app.mapper, self.database.conninfo, EVENTS_CHANNEL)
+        return Follower(handler, log, exclusive=isinstance(handler, Bus))
 
     def _revive_pools(self) -> None:
         """Drop connections broken by an outage now, rather than one failed request at a time."""

@@ -77,6 +77,15 @@ def not_found(detail: str) -> Problem:
     return Problem(404, "not_found", "Not found", detail)
 
 
+def idempotency_mismatch() -> Problem:
+    return Problem(
+        409,
+        "idempotency_mismatch",
+        "Idempotency key reused",
+        "this Idempotency-Key came with another body",
+    )
+
+
 def validation(detail: str, **extra: Any) -> Problem:
     return Problem(422, "validation_error", "Invalid request", detail, **extra)
 

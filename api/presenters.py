@@ -12,56 +12,52 @@ EVENT_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originato
 NEVER_SHOWN = {"token_hash", "request_digest", "fingerprint"}
 
 
-def item_from_aggregate(item: Item, position: int) -> dict[str, Any]:
-    return {
-        "id": str(item.id),
-        "pipeline": item.pipeline,
-        "pipeline_version": item.pipeline_version,
-        "topic": item.topic,
-        "title": item.title,
-        "stage": item.stage,
-        "status": item.status,
-        "visit": item.visit,
-        "attempt": item.attempt,
-        "agent": item.agent,
-        "lease_expires_at": item.lease_expires_at,
-        "not_before": item.not_before,
-        "visits": dict(item.visits),
-        "transitions": item.transitions,
-        "cost_usd": float(item.cost_usd),
-        "tokens": {"in": item.tokens_in, "out": item.tokens_out},
-        "version": item.version,
-        "position": position,
-        "created_by": item.created_by,
-        "created_at": item.created_on,
-        "updated_at": item.modified_on,
-    }
+# What an item_status row and the Item aggregate both hold, under the same names.
+ITEM_FIELDS = (
+    "pipeline",
+    "pipeline_version",
+    "topic",
+    "title",
+    "stage",
+    "status",
+    "visit",
+    "attempt",
+    "agent",
+    "lease_expires_at",
+    "not_before",
+    "visits",
+    "transitions",
+    "version",
+    "created_by",
+)
 
 
 def item_from_row(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["item_id"]),
-        "pipeline": row["pipeline"],
-        "pipeline_version": row["pipeline_version"],
-        "topic": row["topic"],
-        "title": row["title"],
-        "stage": row["stage"],
-        "status": row["status"],
-        "visit": row["visit"],
-        "attempt": row["attempt"],
-        "agent": row["agent"],
-        "lease_expires_at": row["lease_expires_at"],
-        "not_before": row["not_before"],
-        "visits": row["visits"],
-        "transitions": row["transitions"],
-        "cost_usd": float(row["cost_usd"]),
-        "tokens": {"in": row["tokens_in"], "out": row["tokens_out"]},
-        "version": row["version"],
+        **{name: row[name] for name in ITEM_FIELDS},
+        **_spend(row),
         "position": row["position"],
-        "created_by": row["created_by"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def item_from_aggregate(item: Item, position: int) -> dict[str, Any]:
+    """The item as it stands in memory, in the shape its item_status row gives."""
+    return item_from_row(
+        {
+            **{name: getattr(item, name) for name in ITEM_FIELDS},
+            "item_id": item.id,
+            "visits": dict(item.visits),
+            "cost_usd": item.cost_usd,
+            "tokens_in": item.tokens_in,
+            "tokens_out": item.tokens_out,
+            "position": position,
+            "created_at": item.created_on,
+            "updated_at": item.modified_on,
+        }
+    )
 
 
 def event_body(domain_event: Any, position: int) -> dict[str, Any]:
@@ -87,36 +83,40 @@ def event_body(domain_event: Any, position: int) -> dict[str, Any]:
     }
 
 
-def topic_body(row: dict[str, Any]) -> dict[str, Any]:
+def _spend(row: dict[str, Any]) -> dict[str, Any]:
     return {
-        "name": row["name"],
-        "defined": row["defined"],
-        "owner": row["owner"],
-        "priority": row["priority"],
-        "tags": row["tags"],
-        "metadata": row["metadata"],
-        "items": row["items"],
         "cost_usd": float(row["cost_usd"]),
         "tokens": {"in": row["tokens_in"], "out": row["tokens_out"]},
-        "last_activity_at": row["last_activity_at"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
+    }
+
+
+TOPIC_FIELDS = ("name", "defined", "owner", "priority", "tags", "metadata", "items")
+TOPIC_TIMES = ("last_activity_at", "created_at", "updated_at")
+AGENT_FIELDS = (
+    "name",
+    "role",
+    "stages",
+    "disabled",
+    "claims",
+    "completions",
+    "failures",
+    "expired",
+)
+
+
+def topic_body(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{name: row[name] for name in TOPIC_FIELDS},
+        **_spend(row),
+        **{name: row[name] for name in TOPIC_TIMES},
     }
 
 
 def agent_row_body(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": str(row["agent_id"]),
-        "name": row["name"],
-        "role": row["role"],
-        "stages": row["stages"],
-        "disabled": row["disabled"],
-        "claims": row["claims"],
-        "completions": row["completions"],
-        "failures": row["failures"],
-        "expired": row["expired"],
-        "cost_usd": float(row["cost_usd"]),
-        "tokens": {"in": row["tokens_in"], "out": row["tokens_out"]},
+        **{name: row[name] for name in AGENT_FIELDS},
+        **_spend(row),
         "last_active_at": row["last_active_at"],
         "created_at": row["created_at"],
     }

@@ -31,24 +31,21 @@ class Claimed:
     position: int
 
 
+def _uncounted(stage: str, result: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
 class Claims:
     """Candidates come from item_status; the item aggregate decides, so two claimers can never
     both hold one stage. A waiting claim wakes on ready hints (this process's writers, or any
     process's through NOTIFY), on a stage's retry time, or at a safety recheck."""
 
-    def __init__(
-        self,
-        app: StateOwner,
-        queries: Queries,
-        ready: ReadySignal,
-        recent: RecentClaims,
-        count: ClaimCounter | None = None,
-    ) -> None:
-        self.app = app
-        self.queries = queries
-        self.ready = ready
-        self.recent = recent
-        self.count = count or (lambda stage, result: None)
+    app: StateOwner
+    queries: Queries
+    ready: ReadySignal
+    recent: RecentClaims
+    count: ClaimCounter = _uncounted
 
     def claim(
         self, agent: str, scope: frozenset[str], stage: str, wait_seconds: float, by: By

@@ -12,6 +12,7 @@ from bus.governor import Governor
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate, NotFound, StateConflict
 from domain.values import By
+from projections.background import Background
 from projections.follower import try_advisory_lock
 from projections.queries import Queries
 
@@ -21,11 +22,12 @@ SWEEPER_ACTOR = "system:sweeper"
 SWEEP_BATCH = 200
 
 
-class LeaseSweeper:
+class LeaseSweeper(Background):
     """One active sweeper across processes (an advisory lock); candidates come from item_status
     and the item aggregate decides, so a lease renewed or finished meanwhile is left alone."""
 
     name = "sweeper"
+    thread_name = "lease-sweeper"
 
     def __init__(
         self,
@@ -35,31 +37,21 @@ class LeaseSweeper:
         interval_seconds: float,
         governor: Governor | None = None,
     ) -> None:
+        super().__init__()
         self.app = app
         self.queries = queries
-        self.governor = governor
         self.conninfo = conninfo
         self.interval_seconds = interval_seconds
+        self.governor = governor
         self.expired = 0
         self.error: str | None = None
         self.standby = False
         self.running = False
-        self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
-        self._thread.start()
 
     def request_stop(self) -> None:
-        self._stopping.set()
+        super().request_stop()
         self._wake.set()
-
-    def stop(self) -> None:
-        self.request_stop()
-        if self._thread is not None:
-            self._thread.join(10)
 
     def sweep_now(self) -> None:
         self._wake.set()

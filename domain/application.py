@@ -112,6 +112,22 @@ class StateOwner(Application[uuid.UUID]):
 
         return self._retrying(command)
 
+    def _put(
+        self, get: Callable[[], A], create: Callable[[], A], change: Callable[[A], object]
+    ) -> tuple[A, int]:
+        """Change the aggregate, or create it when there is none yet (again on a conflict)."""
+
+        def command() -> tuple[A, int]:
+            try:
+                aggregate = get()
+            except NotFound:
+                aggregate = create()
+            else:
+                change(aggregate)
+            return aggregate, self._save_if_changed(aggregate)
+
+        return self._retrying(command)
+
     def _save_if_changed(self, aggregate: Aggregate) -> int:
         return self._save(aggregate) if aggregate.pending_events else self.position()
 
@@ -146,17 +162,11 @@ class StateOwner(Application[uuid.UUID]):
 
     def put_pipeline(self, name: str, raw_spec: Any, by: By) -> tuple[Pipeline, int]:
         spec = parse_spec(raw_spec)
-
-        def command() -> tuple[Pipeline, int]:
-            try:
-                pipeline = self.pipeline(name)
-            except NotFound:
-                pipeline = Pipeline.define(name, spec, by)
-            else:
-                pipeline.revise(spec, by)
-            return pipeline, self._save(pipeline)
-
-        return self._retrying(command)
+        return self._put(
+            lambda: self.pipeline(name),
+            lambda: Pipeline.define(name, spec, by),
+            lambda pipeline: pipeline.revise(spec, by),
+        )
 
     def pipeline(self, name: str, version: int | None = None) -> Pipeline:
         return self._get(
@@ -166,30 +176,20 @@ class StateOwner(Application[uuid.UUID]):
     # -- topics ---------------------------------------------------------------------------------
 
     def put_topic(self, name: str, facts: TopicFacts, by: By) -> tuple[Topic, int]:
-        def command() -> tuple[Topic, int]:
-            try:
-                topic = self._get(Topic, Topic.create_id(name), f"topic named {name!r}")
-            except NotFound:
-                topic = Topic.define(name, facts, by)
-            else:
-                topic.describe(facts, by)
-            return topic, self._save_if_changed(topic)
-
-        return self._retrying(command)
+        return self._put(
+            lambda: self._get(Topic, Topic.create_id(name), f"topic named {name!r}"),
+            lambda: Topic.define(name, facts, by),
+            lambda topic: topic.describe(facts, by),
+        )
 
     # -- budgets --------------------------------------------------------------------------------
 
     def put_budget(self, scope: str, limits: Limits, by: By) -> tuple[Budget, int]:
-        def command() -> tuple[Budget, int]:
-            try:
-                budget = self.budget(scope)
-            except NotFound:
-                budget = Budget.define(scope, limits, by)
-            else:
-                budget.change_limits(limits, by)
-            return budget, self._save_if_changed(budget)
-
-        return self._retrying(command)
+        return self._put(
+            lambda: self.budget(scope),
+            lambda: Budget.define(scope, limits, by),
+            lambda budget: budget.change_limits(limits, by),
+        )
 
     def budget(self, scope: str) -> Budget:
         parse_scope(scope)

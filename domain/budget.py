@@ -6,7 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
 
@@ -135,26 +135,15 @@ class Budget(RecordedAggregate):
         check_limits(limits)
         if limits == self.limits:
             return False
-        self._record(
-            Budget.BudgetChanged,
-            by,
-            scope=self.scope,
-            alert_usd=limits.alert_usd,
-            halt_usd=limits.halt_usd,
-        )
+        self._note(Budget.BudgetChanged, by, alert_usd=limits.alert_usd, halt_usd=limits.halt_usd)
         return True
 
     def alert(self, window: str, spent_usd: Decimal, by: By) -> bool:
         """Record the alert crossing once per window; False when it is recorded already."""
         if window in self.alerted:
             return False
-        self._record(
-            Budget.BudgetAlerted,
-            by,
-            scope=self.scope,
-            window=window,
-            spent_usd=spent_usd,
-            alert_usd=self.alert_usd,
+        self._note(
+            Budget.BudgetAlerted, by, window=window, spent_usd=spent_usd, alert_usd=self.alert_usd
         )
         return True
 
@@ -162,17 +151,16 @@ class Budget(RecordedAggregate):
         """Open the breaker for the window; False when it opened already or was reset."""
         if window in self.opened or window in self.reset_windows:
             return False
-        self._record(
-            Budget.BreakerOpened,
-            by,
-            scope=self.scope,
-            window=window,
-            spent_usd=spent_usd,
-            halt_usd=self.halt_usd,
+        self._note(
+            Budget.BreakerOpened, by, window=window, spent_usd=spent_usd, halt_usd=self.halt_usd
         )
         return True
 
     def reset(self, window: str, by: By) -> None:
         if window in self.reset_windows:
             raise StateConflict(f"the breaker of {self.scope} is reset for {window} already")
-        self._record(Budget.BreakerReset, by, scope=self.scope, window=window)
+        self._note(Budget.BreakerReset, by, window=window)
+
+    def _note(self, event_class: type[BudgetEvent], by: By, **fields: Any) -> None:
+        """Record an event about this budget's scope."""
+        self._record(event_class, by, scope=self.scope, **fields)

@@ -337,51 +337,38 @@ class Item(RecordedAggregate):
     def complete_stage(
         self, lease_id: str, agent: str, completion: Completion, now: datetime, by: By
     ) -> None:
-        fingerprint = report_fingerprint(
-            {"kind": "completed", "outcome": completion.outcome, "output": completion.output}
-            | completion.report.fields()
-        )
-        self._check_not_finished(lease_id, fingerprint)
-        self._check_lease_held(lease_id, agent, now)
-        outcomes = known_outcomes(self.parsed_spec, self.stage)
-        if completion.outcome is not None and completion.outcome not in outcomes:
-            raise InvalidCommand(
-                f"stage {self.stage!r} knows the outcomes {', '.join(outcomes)}, "
-                f"not {completion.outcome!r}"
-            )
-        self._record(
-            Item.StageCompleted,
-            by,
-            stage=self.stage,
-            lease_id=lease_id,
-            agent=agent,
-            outcome=completion.outcome,
-            output=completion.output,
-            fingerprint=fingerprint,
-            at=now,
-            **completion.report.fields(),
-        )
+        self._end_lease(Item.StageCompleted, lease_id, agent, completion, now, by)
 
     def fail_stage(
         self, lease_id: str, agent: str, failure: Failure, now: datetime, by: By
     ) -> None:
-        fingerprint = report_fingerprint(
-            {"kind": "failed", "error": failure.error, "retryable": failure.retryable}
-            | failure.report.fields()
-        )
+        self._end_lease(Item.StageFailed, lease_id, agent, failure, now, by)
+
+    def _end_lease(
+        self,
+        event_class: type[LeaseReported],
+        lease_id: str,
+        agent: str,
+        result: Completion | Failure,
+        now: datetime,
+        by: By,
+    ) -> None:
+        """The holder's report ends its lease; an identical repeat is told apart from a rival."""
+        fields = result.fields()
+        fingerprint = report_fingerprint({"kind": result.kind, **fields})
         self._check_not_finished(lease_id, fingerprint)
         self._check_lease_held(lease_id, agent, now)
+        if isinstance(result, Completion):
+            self._check_outcome(result.outcome)
         self._record(
-            Item.StageFailed,
+            event_class,
             by,
             stage=self.stage,
             lease_id=lease_id,
             agent=agent,
-            error=failure.error,
-            retryable=failure.retryable,
             fingerprint=fingerprint,
             at=now,
-            **failure.report.fields(),
+            **fields,
         )
 
     def expire_lease(self, now: datetime, by: By) -> None:
@@ -521,6 +508,13 @@ class Item(RecordedAggregate):
 
     def _lease_end(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.parsed_spec.stage(self.stage).lease_seconds)
+
+    def _check_outcome(self, outcome: str | None) -> None:
+        outcomes = known_outcomes(self.parsed_spec, self.stage)
+        if outcome is not None and outcome not in outcomes:
+            raise InvalidCommand(
+                f"stage {self.stage!r} knows the outcomes {', '.join(outcomes)}, not {outcome!r}"
+            )
 
     def _check_not_finished(self, lease_id: str, fingerprint: str) -> None:
         finished = self.finished_leases.get(lease_id)

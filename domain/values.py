@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,26 @@ class Report:
 class Completion:
     """A stage done: the outcome that picks the next stage (None: the next in the list)."""
 
+    kind: ClassVar[str] = "completed"
     output: Any = None
     outcome: str | None = None
     report: Report = field(default_factory=Report)
+
+    def fields(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "output": self.output, **self.report.fields()}
 
 
 @dataclass(frozen=True)
 class Failure:
     """A stage failed; a retryable failure is tried again while attempts remain."""
 
+    kind: ClassVar[str] = "failed"
     error: str
     retryable: bool = True
     report: Report = field(default_factory=Report)
+
+    def fields(self) -> dict[str, Any]:
+        return {"error": self.error, "retryable": self.retryable, **self.report.fields()}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from domain.agent import Agent
 from domain.item import Item, LeaseReported
-from projections.base import View, handles
+from projections.base import ADD_SPEND, View, handles, spend_of
 
 
 class AgentsView(View):
@@ -50,23 +50,21 @@ class AgentsView(View):
             ),
         )
 
+    def _identity(self, curs: Cursor[DictRow], event: Any, assignments: str, *params: Any) -> None:
+        curs.execute(
+            sql.SQL("UPDATE {} SET {}, updated_at = %s WHERE agent_id = %s").format(
+                self.table("agents"), sql.SQL(assignments)
+            ),
+            (*params, event.timestamp, event.originator_id),
+        )
+
     @handles(Agent.AgentScopeChanged)
     def scope_changed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        curs.execute(
-            sql.SQL("UPDATE {} SET stages = %s, updated_at = %s WHERE agent_id = %s").format(
-                self.table("agents")
-            ),
-            (Jsonb(event.stages), event.timestamp, event.originator_id),
-        )
+        self._identity(curs, event, "stages = %s", Jsonb(event.stages))
 
     @handles(Agent.AgentDisabled)
     def agent_disabled(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        curs.execute(
-            sql.SQL("UPDATE {} SET disabled = true, updated_at = %s WHERE agent_id = %s").format(
-                self.table("agents")
-            ),
-            (event.timestamp, event.originator_id),
-        )
+        self._identity(curs, event, "disabled = true")
 
     def _activity(self, curs: Cursor[DictRow], event: Any, assignments: str, **params: Any) -> None:
         statement = self.composed(
@@ -87,15 +85,7 @@ class AgentsView(View):
     @handles(LeaseReported)
     def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         counter = "completions" if isinstance(event, Item.StageCompleted) else "failures"
-        self._activity(
-            curs,
-            event,
-            f"{counter} = {counter} + 1, cost_usd = cost_usd + %(cost)s, "
-            "tokens_in = tokens_in + %(tokens_in)s, tokens_out = tokens_out + %(tokens_out)s",
-            cost=event.cost_usd,
-            tokens_in=event.tokens_in,
-            tokens_out=event.tokens_out,
-        )
+        self._activity(curs, event, f"{counter} = {counter} + 1, {ADD_SPEND}", **spend_of(event))
 
     @handles(Item.LeaseExpired)
     def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:

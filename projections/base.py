@@ -17,6 +17,19 @@ EventHandler = Callable[[Any, Any, int, "Cursor[DictRow]"], None]
 Handled = TypeVar("Handled", bound=EventHandler)
 
 
+# A report's cost and tokens, added to a row's running totals.
+ADD_SPEND = (
+    "cost_usd = cost_usd + %(cost)s, tokens_in = tokens_in + %(tokens_in)s, "
+    "tokens_out = tokens_out + %(tokens_out)s"
+)
+NO_LEASE = "agent = NULL, lease_id = NULL, lease_expires_at = NULL"
+
+
+def spend_of(event: Any) -> dict[str, Any]:
+    """The parameters ADD_SPEND takes, from a StageCompleted or StageFailed."""
+    return {"cost": event.cost_usd, "tokens_in": event.tokens_in, "tokens_out": event.tokens_out}
+
+
 class PositionMoved(Exception):
     """Another writer (a second runner, a rebuild) moved the view's position: re-read and go on."""
 

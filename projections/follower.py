@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,6 +13,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from projections.background import Background
 from projections.base import PositionMoved
 
 log = structlog.get_logger(__name__)
@@ -77,56 +77,42 @@ def read_batch(
     return [(mapper.to_domain_event(n), n.id) for n in notifications]
 
 
-class Follower:
+@dataclass(frozen=True)
+class LogSource:
+    """Where followers read the log: its recorder and mapper, and the channel that wakes them."""
+
+    recorder: ApplicationRecorder
+    mapper: Mapper[Any]
+    conninfo: str
+    channel: str
+
+
+class Follower(Background):
     """Runs one handler over the log in a thread, supervised: errors are retried with backoff
     and shown in `state`, never silently swallowed; a dead LISTEN connection is reopened."""
 
-    def __init__(
-        self,
-        handler: BatchHandler,
-        recorder: ApplicationRecorder,
-        mapper: Mapper[Any],
-        conninfo: str,
-        channel: str,
-        exclusive: bool = False,
-    ) -> None:
+    def __init__(self, handler: BatchHandler, log: LogSource, exclusive: bool = False) -> None:
+        super().__init__()
         self.handler = handler
-        self.recorder = recorder
-        self.mapper = mapper
-        self.conninfo = conninfo
-        self.channel = channel
+        self.log = log
         self.exclusive = exclusive
+        self.thread_name = f"follower-{handler.name}"
         self._holds_lock = False
         self.state = FollowerState()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._listener: psycopg.Connection[Any] | None = None
 
     @property
     def name(self) -> str:
         return self.handler.name
 
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"follower-{self.name}", daemon=True)
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def stop(self) -> None:
+        super().stop()
         self._close_listener()
 
     def _listen(self) -> psycopg.Connection[Any]:
         if self._listener is None or self._listener.closed:
-            self._listener = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self._listener = psycopg.connect(self.log.conninfo, autocommit=True, connect_timeout=5)
+            self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.log.channel)))
         return self._listener
 
     def _close_listener(self) -> None:
@@ -171,7 +157,7 @@ class Follower:
                     self._stopping.wait(STANDBY_RETRY_SECONDS)
                     continue
                 after = self.handler.position() if known is None else known
-                batch = read_batch(self.recorder, self.mapper, after, BATCH_SIZE)
+                batch = read_batch(self.log.recorder, self.log.mapper, after, BATCH_SIZE)
                 if batch:
                     try:
                         self.handler.process_batch(batch, after)

@@ -8,8 +8,8 @@ from typing import Any
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
-from domain.item import Item, ItemStopped, LeaseReported
-from projections.base import View, handles
+from domain.item import Item, ItemStopped, LeaseEnded, LeaseReported
+from projections.base import ADD_SPEND, NO_LEASE, View, handles, spend_of
 
 READY_CHANNEL = "stateowner_ready"
 
@@ -100,8 +100,7 @@ class ItemStatusView(View):
             "COALESCE((visits ->> %(stage)s)::int, 0) <> %(visit)s THEN 1 ELSE 0 END, "
             "visits = jsonb_set(visits, ARRAY[%(stage)s], to_jsonb(%(visit)s::int)), "
             "stage = %(stage)s, status = 'ready', visit = %(visit)s, attempt = %(attempt)s, "
-            "not_before = %(not_before)s, ready_at = %(at)s, agent = NULL, lease_id = NULL, "
-            "lease_expires_at = NULL",
+            f"not_before = %(not_before)s, ready_at = %(at)s, {NO_LEASE}",
             stage=event.stage,
             visit=event.visit,
             attempt=event.attempt,
@@ -130,28 +129,13 @@ class ItemStatusView(View):
             curs, event, position, "lease_expires_at = %(expires_at)s", expires_at=event.expires_at
         )
 
-    @handles(LeaseReported)
-    def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        self._update(
-            curs,
-            event,
-            position,
-            "status = 'advancing', agent = NULL, lease_id = NULL, lease_expires_at = NULL, "
-            "cost_usd = cost_usd + %(cost)s, tokens_in = tokens_in + %(tokens_in)s, "
-            "tokens_out = tokens_out + %(tokens_out)s",
-            cost=event.cost_usd,
-            tokens_in=event.tokens_in,
-            tokens_out=event.tokens_out,
-        )
-
-    @handles(Item.LeaseExpired)
-    def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        self._update(
-            curs,
-            event,
-            position,
-            "status = 'advancing', agent = NULL, lease_id = NULL, lease_expires_at = NULL",
-        )
+    @handles(LeaseEnded)
+    def lease_ended(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        if isinstance(event, LeaseReported):
+            assignments, spend = f"status = 'advancing', {NO_LEASE}, {ADD_SPEND}", spend_of(event)
+        else:
+            assignments, spend = f"status = 'advancing', {NO_LEASE}", {}
+        self._update(curs, event, position, assignments, **spend)
 
     @handles(ItemStopped)
     def item_stopped(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
@@ -159,7 +143,7 @@ class ItemStatusView(View):
             curs,
             event,
             position,
-            "status = %(status)s, agent = NULL, lease_id = NULL, lease_expires_at = NULL",
+            f"status = %(status)s, {NO_LEASE}",
             status=event.status,
         )
 

@@ -14,6 +14,7 @@ import structlog
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from projections.background import Background
 from projections.item_status import READY_CHANNEL
 
 log = structlog.get_logger(__name__)
@@ -26,8 +27,11 @@ def ready_payload(stage: str, item_id: uuid.UUID, origin: str) -> str:
     return HINT_SEPARATOR.join((stage, str(item_id), origin))
 
 
-class ReadySignal:
+class ReadySignal(Background):
     """One LISTEN connection per process; waiters block on a condition, not on the database."""
+
+    thread_name = "ready-signal"
+    join_seconds = 5.0
 
     def __init__(
         self,
@@ -35,6 +39,7 @@ class ReadySignal:
         pool: ConnectionPool[Any],
         on_lost: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__()
         self.conninfo = conninfo
         self.pool = pool
         self.on_lost = on_lost
@@ -43,21 +48,7 @@ class ReadySignal:
         self._condition = threading.Condition()
         self._generations: dict[str, int] = {}
         self._hints: dict[str, deque[uuid.UUID]] = {}
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self.connected = threading.Event()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ready-signal", daemon=True)
-        self._thread.start()
-
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(5)
 
     def generation(self, stage: str) -> int:
         with self._condition:

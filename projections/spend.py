@@ -12,7 +12,7 @@ from psycopg.rows import DictRow
 from domain.budget import Budget, LimitsSet
 from domain.guards import window_of
 from domain.item import Item, LeaseReported
-from projections.base import View, handles
+from projections.base import View, handles, spend_of
 
 
 class SpendView(View):
@@ -60,10 +60,8 @@ class SpendView(View):
         curs.execute(
             statement,
             {
+                **spend_of(event),
                 "window": window_of(event.at),
-                "cost": event.cost_usd,
-                "tokens_in": event.tokens_in,
-                "tokens_out": event.tokens_out,
                 "stage": event.stage,
                 "agent": event.agent,
                 "item_id": event.originator_id,

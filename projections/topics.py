@@ -9,9 +9,9 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from domain.item import Item, ItemStopped, LeaseReported
+from domain.item import Item, ItemStopped, LeaseEnded, LeaseReported
 from domain.topic import Described
-from projections.base import View, handles
+from projections.base import ADD_SPEND, View, handles, spend_of
 
 
 class TopicsView(View):
@@ -49,18 +49,25 @@ class TopicsView(View):
         )
 
     def _item_moved(
-        self, curs: Cursor[DictRow], event: Any, assignments: str, **params: Any
+        self,
+        curs: Cursor[DictRow],
+        event: Any,
+        assignments: str,
+        topic_assignments: str = "",
+        **params: Any,
     ) -> None:
+        """Update the item's row, and its topic's last activity (and `topic_assignments`)."""
         statement = self.composed(
-            assignments,
+            assignments + topic_assignments,
             lambda: sql.SQL(
                 "WITH moved AS (UPDATE {items} SET {assignments} WHERE item_id = %(item_id)s "
-                "RETURNING topic) UPDATE {topics} SET last_activity_at = %(at)s "
+                "RETURNING topic) UPDATE {topics} SET last_activity_at = %(at)s{more} "
                 "FROM moved WHERE {topics}.name = moved.topic"
             ).format(
                 items=self.table("topic_items"),
                 topics=self.table("topics"),
                 assignments=sql.SQL(assignments),
+                more=sql.SQL(f", {topic_assignments}" if topic_assignments else ""),
             ),
         )
         curs.execute(
@@ -107,27 +114,12 @@ class TopicsView(View):
     def stage_claimed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._item_moved(curs, event, "status = 'claimed'")
 
-    @handles(Item.LeaseExpired)
-    def lease_expired(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        self._item_moved(curs, event, "status = 'advancing'")
-
-    @handles(LeaseReported)
-    def stage_finished(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
-        curs.execute(
-            sql.SQL(
-                "WITH moved AS (UPDATE {items} SET status = 'advancing' WHERE item_id = %(item_id)s "
-                "RETURNING topic) UPDATE {topics} SET last_activity_at = %(at)s, "
-                "cost_usd = cost_usd + %(cost)s, tokens_in = tokens_in + %(tokens_in)s, "
-                "tokens_out = tokens_out + %(tokens_out)s FROM moved WHERE {topics}.name = moved.topic"
-            ).format(items=self.table("topic_items"), topics=self.table("topics")),
-            {
-                "item_id": event.originator_id,
-                "at": event.timestamp,
-                "cost": event.cost_usd,
-                "tokens_in": event.tokens_in,
-                "tokens_out": event.tokens_out,
-            },
-        )
+    @handles(LeaseEnded)
+    def lease_ended(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        if isinstance(event, LeaseReported):
+            self._item_moved(curs, event, "status = 'advancing'", ADD_SPEND, **spend_of(event))
+        else:
+            self._item_moved(curs, event, "status = 'advancing'")
 
     @handles(ItemStopped)
     def item_stopped(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from api.auth import new_token
 from api.deps import Admin, AppDep, ByDep, ContainerDep, Operator
-from api.errors import Problem
+from api.errors import idempotency_mismatch
 from api.presenters import agent_row_body
 from api.schemas import AgentCreate, Body, Name
 from domain.agent import Agent, hash_token
@@ -59,12 +59,7 @@ def create_agent(
         first_key, _, first_body = existing.request_digest.partition(":")
         if idempotency_key and first_key == key_digest:
             if first_body != body_digest:
-                raise Problem(
-                    409,
-                    "idempotency_mismatch",
-                    "Idempotency key reused",
-                    "this Idempotency-Key came with another body",
-                ) from None
+                raise idempotency_mismatch() from None
             # The repeat gets the first answer, but a token is shown once only.
             return JSONResponse(jsonable_encoder(_agent_body(existing, None, 0)), status_code=201)
         raise

@@ -20,7 +20,7 @@ from api.deps import (
     request_context,
     wait_for_view,
 )
-from api.errors import Problem, forbidden, not_found, validation
+from api.errors import forbidden, idempotency_mismatch, not_found, validation
 from api.presenters import event_body, item_from_aggregate, item_from_row, runs_of
 from api.schemas import ItemCreate, ItemEventsOut, ItemListOut, ItemOut, Name, OperatorCommandOut
 from domain.agent import Role
@@ -73,12 +73,7 @@ def create_item(
         assert item_id is not None
         item = app.item(item_id, version=2)
         if item.fingerprint != new.fingerprint:
-            raise Problem(
-                409,
-                "idempotency_mismatch",
-                "Idempotency key reused",
-                "this Idempotency-Key came with another body",
-            ) from None
+            raise idempotency_mismatch() from None
         position = container.queries.event_position(item_id, 2)
     request_context(request)["item_id"] = str(item.id)
     response.headers["Location"] = f"/v1/items/{item.id}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from api.container import Container
 from api.deps import AgentPrincipal, ByDep, ContainerDep, request_context
@@ -21,9 +22,10 @@ from api.schemas import (
     HeartbeatOut,
     StageReportOut,
 )
-from domain.application import lease_item_id
+from domain.application import StateOwner, lease_item_id
 from domain.errors import NotFound, RepeatedCompletion
 from domain.item import Item
+from domain.values import By
 
 router = APIRouter(tags=["work"])
 
@@ -61,9 +63,25 @@ def claim(
     }
 
 
-def _lease_context(request: Request, lease_id: str) -> None:
+@dataclass(frozen=True)
+class LeaseCall:
+    """A lease holder's call: the lease it names, who calls, and what to act with."""
+
+    lease_id: str
+    agent: str
+    container: Container
+    by: By
+
+
+async def lease_call(
+    lease_id: str, request: Request, principal: AgentPrincipal, container: ContainerDep, by: ByDep
+) -> LeaseCall:
     with contextlib.suppress(NotFound):
         request_context(request)["item_id"] = str(lease_item_id(lease_id))
+    return LeaseCall(lease_id, principal.name, container, by)
+
+
+LeaseDep = Annotated[LeaseCall, Depends(lease_call)]
 
 
 def _check_trace_size(container: Container, trace: Any) -> None:
@@ -78,7 +96,17 @@ def _check_trace_size(container: Container, trace: Any) -> None:
         )
 
 
-def _report_body(item: Item, position: int) -> dict[str, Any]:
+def _report(
+    call: LeaseCall, trace: Any, report: Callable[[StateOwner], tuple[Item, int]]
+) -> dict[str, Any]:
+    _check_trace_size(call.container, trace)
+    try:
+        item, position = report(call.container.app)
+    except RepeatedCompletion as repeat:
+        # The first answer, given again for an identical repeat.
+        item_id = lease_item_id(call.lease_id)
+        item = call.container.app.item(item_id, version=repeat.version)
+        position = call.container.queries.event_position(item_id, repeat.version)
     return {
         "item_id": str(item.id),
         "stage": item.stage,
@@ -88,71 +116,27 @@ def _report_body(item: Item, position: int) -> dict[str, Any]:
     }
 
 
-def _report_on_lease(
-    container: Container,
-    request: Request,
-    lease_id: str,
-    trace: Any,
-    report: Callable[[], tuple[Item, int]],
-) -> dict[str, Any]:
-    _lease_context(request, lease_id)
-    _check_trace_size(container, trace)
-    try:
-        item, position = report()
-    except RepeatedCompletion as repeat:
-        # The first answer, given again for an identical repeat.
-        item_id = lease_item_id(lease_id)
-        item = container.app.item(item_id, version=repeat.version)
-        position = container.queries.event_position(item_id, repeat.version)
-    return _report_body(item, position)
-
-
 @router.post("/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut)
-def heartbeat(
-    lease_id: str,
-    request: Request,
-    principal: AgentPrincipal,
-    container: ContainerDep,
-    by: ByDep,
-) -> dict[str, Any]:
-    _lease_context(request, lease_id)
-    item, position = container.app.renew_lease(lease_id, principal.name, by)
+def heartbeat(call: LeaseDep) -> dict[str, Any]:
+    item, position = call.container.app.renew_lease(call.lease_id, call.agent, call.by)
     return {"expires_at": item.lease_expires_at, "version": item.version, "position": position}
 
 
 @router.post("/v1/leases/{lease_id}/complete", response_model=StageReportOut)
-def complete(
-    lease_id: str,
-    body: CompleteRequest,
-    request: Request,
-    principal: AgentPrincipal,
-    container: ContainerDep,
-    by: ByDep,
-) -> dict[str, Any]:
+def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage done; the bus then fires the next stage. An identical repeat is answered again."""
-    return _report_on_lease(
-        container,
-        request,
-        lease_id,
+    return _report(
+        call,
         body.trace,
-        lambda: container.app.complete_stage(lease_id, principal.name, body.completion(), by),
+        lambda app: app.complete_stage(call.lease_id, call.agent, body.completion(), call.by),
     )
 
 
 @router.post("/v1/leases/{lease_id}/fail", response_model=StageReportOut)
-def fail(
-    lease_id: str,
-    body: FailRequest,
-    request: Request,
-    principal: AgentPrincipal,
-    container: ContainerDep,
-    by: ByDep,
-) -> dict[str, Any]:
+def fail(body: FailRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage failed; the bus retries it with backoff or parks the item."""
-    return _report_on_lease(
-        container,
-        request,
-        lease_id,
+    return _report(
+        call,
         body.trace,
-        lambda: container.app.fail_stage(lease_id, principal.name, body.failure(), by),
+        lambda app: app.fail_stage(call.lease_id, call.agent, body.failure(), call.by),
     )
