@@ -10,7 +10,11 @@ import structlog
 _configured = False
 
 
-def configure_logging(json_logs: bool | None = None, level: str = "info") -> None:
+def configure_logging(
+    json_logs: bool | None = None, level: str = "info", *, cache_loggers: bool = True
+) -> None:
+    """Once per process. Tests keep loggers uncached so `structlog.testing.capture_logs` sees
+    every event."""
     global _configured
     if _configured:
         return
@@ -30,5 +34,5 @@ def configure_logging(json_logs: bool | None = None, level: str = "info") -> Non
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )

@@ -22,7 +22,7 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    configure_logging(json_logs=True)
+    configure_logging(json_logs=True, cache_loggers=False)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-ADMIN_TOKEN = "live-admin-token"
+from tests.conftest import ADMIN_TOKEN
+
 STATEOWNER = Path(sys.executable).with_name("stateowner")
 TRIGGERS = {"StageCompleted", "StageFailed", "LeaseExpired"}
 DECISIONS = {"StageReady", "ItemCompleted", "ItemParked", "ItemHalted"}

@@ -1,0 +1,233 @@
+"""The application service in memory (the library's POPO persistence): each command gets the
+aggregate, calls it and saves what it recorded — all of it or nothing — on one ordered log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from eventsourcing.persistence import Tracking
+
+from domain.application import StateOwner, lease_item_id
+from domain.budget import Budget
+from domain.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+    LeaseLost,
+    NotFound,
+    RepeatedCompletion,
+    StateConflict,
+)
+from domain.item import Item, LeaseEnded, Status
+from domain.values import By, Completion, Failure, Limits, NewItem, Registration, TopicFacts
+
+pytestmark = pytest.mark.unit
+
+OPS = By("operator:ops", "req-1")
+BUS = By("system:bus", "event:1")
+WRITER = By("agent:writer", "req-2")
+SPEC = {
+    "stages": [
+        {"name": "draft", "lease_seconds": 60, "retry_backoff_seconds": 0},
+        {"name": "publish"},
+    ]
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(clock: Clock) -> Iterator[StateOwner]:
+    application = StateOwner(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
+    application.put_pipeline("article", SPEC, OPS)
+    yield application
+    application.close()
+
+
+def _new(title: str = "An item") -> NewItem:
+    return NewItem("article", "news", title, {"brief": "b"}, fingerprint=title)
+
+
+def _claimed(app: StateOwner) -> tuple[Item, str]:
+    item, _ = app.create_item(_new(), OPS)
+    _, lease, _ = app.claim(item.id, "draft", "writer", WRITER)
+    return item, lease
+
+
+def _trigger(app: StateOwner, item_id: uuid.UUID) -> LeaseEnded:
+    last = list(app.events.get(item_id))[-1]
+    assert isinstance(last, LeaseEnded)
+    return last
+
+
+class TestItems:
+    def test_creating_an_item_appends_it_with_its_first_stage_ready(self, app: StateOwner) -> None:
+        """create_item appends ItemCreated and StageReady together and returns the position."""
+        before = app.position()
+        item, position = app.create_item(_new(), OPS)
+        assert position == before + 2
+        stored = app.item(item.id)
+        assert (stored.status, stored.stage, stored.pipeline_version) == ("ready", "draft", 1)
+        assert stored.created_by == OPS.actor
+
+    def test_items_created_without_an_id_get_distinct_ids(self, app: StateOwner) -> None:
+        """Without an idempotency key, every item gets a fresh random id."""
+        first, _ = app.create_item(_new(), OPS)
+        second, _ = app.create_item(_new(), OPS)
+        assert first.id != second.id
+
+    def test_an_item_id_used_already_is_refused_and_nothing_is_appended(
+        self, app: StateOwner
+    ) -> None:
+        """A second item with the id of the first is AlreadyExists, and the log does not grow."""
+        item_id = uuid.uuid4()
+        app.create_item(_new("first"), OPS, item_id)
+        head = app.position()
+        with pytest.raises(AlreadyExists):
+            app.create_item(_new("second"), OPS, item_id)
+        assert app.position() == head
+        assert app.item(item_id).title == "first"
+
+    def test_an_item_keeps_the_pipeline_version_it_began_on(self, app: StateOwner) -> None:
+        """Items created before a revision stay on the old version; new ones take the new one."""
+        old, _ = app.create_item(_new(), OPS)
+        app.put_pipeline("article", {"stages": [{"name": "draft"}]}, OPS)
+        new, _ = app.create_item(_new(), OPS)
+        assert (app.item(old.id).pipeline_version, app.item(new.id).pipeline_version) == (1, 2)
+        assert app.item(old.id).parsed_spec.stage_names == ["draft", "publish"]
+
+    def test_a_lease_id_that_names_no_item_is_not_found(self) -> None:
+        """A lease id is the item's id and a random part; anything else names no lease."""
+        with pytest.raises(NotFound):
+            lease_item_id("not-a-lease")
+
+
+class TestLeases:
+    def test_a_completion_is_saved_and_its_repeat_recognised(self, app: StateOwner) -> None:
+        """The holder's completion is appended once; the identical report again appends nothing."""
+        _, lease = _claimed(app)
+        completion = Completion({"text": "done"})
+        saved, position = app.complete_stage(lease, "writer", completion, WRITER)
+        assert (saved.status, position) == (Status.ADVANCING, app.position())
+        with pytest.raises(RepeatedCompletion):
+            app.complete_stage(lease, "writer", completion, WRITER)
+        assert app.position() == position
+
+    def test_a_lease_past_its_expiry_is_lost(self, app: StateOwner, clock: Clock) -> None:
+        """Once the application's clock passes the lease's end, its holder's heartbeat is refused."""
+        _, lease = _claimed(app)
+        app.renew_lease(lease, "writer", WRITER)
+        clock.now += timedelta(seconds=61)
+        with pytest.raises(LeaseLost):
+            app.renew_lease(lease, "writer", WRITER)
+
+    def test_a_second_claim_of_a_claimed_item_is_refused(self, app: StateOwner) -> None:
+        """Claiming a stage someone holds is a state conflict, and appends nothing."""
+        item, _ = _claimed(app)
+        head = app.position()
+        with pytest.raises(StateConflict):
+            app.claim(item.id, "draft", "rival", By("agent:rival", "r"))
+        assert app.position() == head
+
+
+class TestDecisions:
+    def test_the_bus_advances_a_completed_stage_once(self, app: StateOwner) -> None:
+        """decide appends the next stage's StageReady; deciding the same trigger again appends
+        nothing."""
+        item, lease = _claimed(app)
+        app.complete_stage(lease, "writer", Completion(), WRITER)
+        trigger = _trigger(app, item.id)
+        assert app.decide([(trigger, BUS)]) == app.position()
+        assert (app.item(item.id).stage, app.item(item.id).status) == ("publish", "ready")
+        head = app.position()
+        assert app.decide([(trigger, BUS)]) is None
+        assert app.position() == head
+
+    def test_a_decision_and_its_tracking_are_saved_together(self, app: StateOwner) -> None:
+        """A tracking position recorded already refuses the whole decision: nothing is appended."""
+        item, lease = _claimed(app)
+        app.fail_stage(lease, "writer", Failure("flaky"), WRITER)
+        trigger = _trigger(app, item.id)
+        app.recorder.insert_tracking(Tracking(app.name, 7))
+        head = app.position()
+        with pytest.raises(ConcurrentUpdate):
+            app.decide([(trigger, BUS)], Tracking(app.name, 7))
+        assert app.position() == head
+        assert app.item(item.id).status == Status.ADVANCING
+        app.decide([(trigger, BUS)], Tracking(app.name, 8))
+        assert app.item(item.id).attempt == 2
+        assert app.recorder.max_tracking_id(app.name) == 8
+
+    def test_decisions_on_several_items_are_saved_as_one(self, app: StateOwner) -> None:
+        """Two triggers decided together append both decisions, next to each other."""
+        triggers = []
+        for _ in range(2):
+            item, lease = _claimed(app)
+            app.complete_stage(lease, "writer", Completion(), WRITER)
+            triggers.append((_trigger(app, item.id), BUS))
+        head = app.position()
+        assert app.decide(triggers) == head + 2
+        assert all(app.item(t.originator_id).stage == "publish" for t, _ in triggers)
+
+    def test_waiting_claims_are_told_only_of_stages_claimable_now(self, app: StateOwner) -> None:
+        """Ready listeners hear of a new item's stage, not of a retry that waits for its backoff."""
+        told: list[tuple[str, uuid.UUID]] = []
+        app.ready_listeners.append(lambda stage, item_id: told.append((stage, item_id)))
+        item, _ = _claimed(app)
+        assert told == [("draft", item.id)]
+        app.put_pipeline("slow", {"stages": [{"name": "draft", "retry_backoff_seconds": 60}]}, OPS)
+        slow, _ = app.create_item(NewItem("slow", "news", "s", {}), OPS)
+        _, slow_lease, _ = app.claim(slow.id, "draft", "writer", WRITER)
+        app.fail_stage(slow_lease, "writer", Failure("flaky"), WRITER)
+        app.decide([(_trigger(app, slow.id), BUS)])
+        assert told == [("draft", item.id), ("draft", slow.id)]
+
+
+class TestTopicsAgentsBudgets:
+    def test_a_topic_described_as_it_is_appends_nothing(self, app: StateOwner) -> None:
+        """Putting the same facts again answers with the current position and appends nothing."""
+        facts = TopicFacts("ann", 1, ("x",), {"k": 1})
+        _, first = app.put_topic("news", facts, OPS)
+        _, again = app.put_topic("news", facts, OPS)
+        assert again == first == app.position()
+        topic, changed = app.put_topic("news", TopicFacts("bob"), OPS)
+        assert changed == first + 1
+        assert topic.owner == "bob"
+
+    def test_an_agent_name_is_registered_once(self, app: StateOwner) -> None:
+        """A second registration under a taken name is AlreadyExists."""
+        app.register_agent(Registration("writer", "agent", ("draft",), "h1"), OPS)
+        with pytest.raises(AlreadyExists):
+            app.register_agent(Registration("writer", "agent", (), "h2"), OPS)
+        assert app.agent("writer").token_hash == "h1"
+
+    def test_a_crossing_is_recorded_once_per_window(self, app: StateOwner) -> None:
+        """record_crossing appends the alert and the breaker's opening once; again, nothing."""
+        app.put_budget("global", Limits(Decimal(1), Decimal(2)), OPS)
+        recorded = app.record_crossing("global", "2026-03-01", Decimal(3), halted=True, by=BUS)
+        assert [type(e) for e in recorded] == [Budget.BudgetAlerted, Budget.BreakerOpened]
+        assert app.record_crossing("global", "2026-03-01", Decimal(4), halted=True, by=BUS) == []
+
+    def test_a_reset_is_for_the_clocks_window(self, app: StateOwner, clock: Clock) -> None:
+        """An operator's reset closes the breaker for today's window, once."""
+        app.put_budget("global", Limits(Decimal(1), Decimal(2)), OPS)
+        budget, _ = app.reset_breaker("global", OPS)
+        assert budget.reset_windows == ["2026-03-01"]
+        with pytest.raises(StateConflict):
+            app.reset_breaker("global", OPS)
+        clock.now += timedelta(days=1)
+        assert app.reset_breaker("global", OPS)[0].reset_windows[-1] == "2026-03-02"
