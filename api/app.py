@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.container import Container
 from api.errors import install_error_handlers
 from api.metrics import Metrics
-from api.middleware import RequestContextMiddleware
+from api.middleware import DoorLimits, RequestContextMiddleware
 from api.routes import agents, audit, budgets, health, items, log, pipelines, topics, work
 from api.settings import Settings
 from domain.application import utc_now
@@ -30,7 +30,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Long-poll claims each hold a worker thread while they wait.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         # A thread woken by the database waits for the GIL at most this long (default 5 ms).
         sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
@@ -56,7 +55,10 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     install_error_handlers(app)
     for module in (agents, pipelines, items, work, topics, budgets, audit, log, health):
         app.include_router(module.router)
-    app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    limits = DoorLimits(
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        max_json_depth=settings.max_json_depth,
     )
+    app.add_middleware(RequestContextMiddleware, limits=limits, metrics=metrics)
     return app

@@ -11,9 +11,12 @@ from api.errors import unauthorized
 from domain.agent import Role, role_allows
 from domain.application import StateOwner
 from domain.errors import NotFound
+from domain.values import Claimant
 
 TOKEN_PREFIX = "so"  # noqa: S105 - a format marker, not a secret
 BUILTIN_ADMIN = "admin"
+# One answer for every token refused, whatever the reason: no agent name can be probed.
+INVALID_TOKEN = "the token is not valid"  # noqa: S105 - a message, not a secret
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,11 @@ class Principal:
 
     def may_work_on(self, stage: str) -> bool:
         return self.role == Role.AGENT and stage in self.stages
+
+    @property
+    def claimant(self) -> Claimant:
+        """The caller as an agent asking for work: its name and the stages it may work on now."""
+        return Claimant(self.name, self.stages if self.role == Role.AGENT else frozenset())
 
 
 def new_token(agent_id: uuid.UUID) -> str:
@@ -61,11 +69,11 @@ def authenticate(authorization: str | None, app: StateOwner, admin_token: str | 
         return Principal(name=BUILTIN_ADMIN, role=Role.ADMIN, builtin=True)
     agent_id = agent_id_of(token)
     if agent_id is None:
-        raise unauthorized("the token is not valid")
+        raise unauthorized(INVALID_TOKEN)
     try:
         agent = app.agent_by_id(agent_id)
     except NotFound:
-        raise unauthorized("the token is not valid") from None
+        raise unauthorized(INVALID_TOKEN) from None
     if not agent.token_matches(token):
-        raise unauthorized("the token is not valid or its agent is disabled")
+        raise unauthorized(INVALID_TOKEN)
     return Principal(name=agent.name, role=agent.role, stages=frozenset(agent.stages))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -60,8 +59,10 @@ def serve(
 ) -> None:
     """Run the API, the projection followers and the bus in one process."""
     from api.app import create_app
+    from api.server import serve as run_server
 
-    uvicorn.run(create_app(Settings()), host=host, port=port, log_config=None, access_log=False)
+    settings = Settings()
+    run_server(create_app(settings), settings, host, port)
 
 
 @cli.command()

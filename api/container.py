@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+import anyio
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from psycopg import Connection
 from psycopg.rows import DictRow, dict_row
@@ -23,6 +24,7 @@ from bus.claims import Claims
 from bus.governor import Governor
 from bus.sweeper import LeaseSweeper
 from domain.application import StateOwner, utc_now
+from domain.pipeline import SpecLimits
 from projections.base import View, ViewGroup
 from projections.follower import Follower, LogSource, notify
 from projections.item_status import READY_CHANNEL
@@ -32,6 +34,7 @@ from projections.ready import ReadySignal, RecentClaims
 from store.database import Database, resolve
 
 EVENTS_CHANNEL = EVENTS_TABLE
+OPS_CONNECTIONS = 2
 
 
 class Container:
@@ -43,6 +46,8 @@ class Container:
     views: dict[str, View]
     pool: ConnectionPool[Connection[DictRow]]
     queries: Queries
+    ops_queries: Queries
+    ops_limiter: anyio.CapacityLimiter
     health: DatabaseHealth
     ready: ReadySignal
     claims: Claims
@@ -76,9 +81,9 @@ class Container:
         for follower in self.followers:
             if not follower.started:
                 follower.start()
-        if bus:
+        if bus and not self.sweeper.started:
             self.sweeper.start()
-        if ready_signal:
+        if ready_signal and not self.ready.started:
             self.ready.start()
         return self
 
@@ -86,7 +91,13 @@ class Container:
         settings = self.settings
         self.database = resolve(settings.database_url, settings.data_dir)
         self.app = StateOwner(
-            env=self.database.eventsourcing_env(settings.pool_size), clock=self.clock
+            env=self.database.eventsourcing_env(settings.pool_size),
+            clock=self.clock,
+            spec_limits=SpecLimits(
+                max_stages=settings.max_stages,
+                max_routes=settings.max_routes,
+                max_bytes=settings.max_spec_bytes,
+            ),
         )
         self.datastore = self.database.datastore(max(2, settings.pool_size // 2))
         self.views = {name: view(self.datastore) for name, view in VIEWS.items()}
@@ -102,6 +113,20 @@ class Container:
             open=True,
         )
         self.queries = Queries(self.pool)
+        # Probes and metrics read through a pool and threads of their own, so they never queue
+        # behind claims or any other request.
+        self.ops_queries = Queries(
+            ConnectionPool(
+                self.database.conninfo,
+                connection_class=Connection[DictRow],
+                kwargs={"autocommit": True, "row_factory": dict_row},
+                min_size=1,
+                max_size=OPS_CONNECTIONS,
+                timeout=2,
+                open=True,
+            )
+        )
+        self.ops_limiter = anyio.CapacityLimiter(OPS_CONNECTIONS)
         self.health = DatabaseHealth(self.database.conninfo, self._revive_pools)
         self.ready = ReadySignal(self.database.conninfo, self.pool, on_lost=self.health.lost)
         self.app.ready_listeners.append(self.ready.publish)
@@ -110,7 +135,10 @@ class Container:
             self.queries,
             self.ready,
             self.recent_claims,
-            lambda stage, result: self.metrics.claims.labels(stage, result).inc(),
+            limiter=anyio.CapacityLimiter(settings.pool_size),
+            max_waiting=settings.max_waiting_claims,
+            max_waiting_per_agent=settings.max_waiting_claims_per_agent,
+            count=lambda stage, result: self.metrics.claims.labels(stage, result).inc(),
         )
         governor = Governor(self.app, self.queries)
         self.bus = Bus(self.app, governor)
@@ -154,5 +182,6 @@ class Container:
         self.ready.stop()
         self.sweeper.stop()
         self.pool.close()
+        self.ops_queries.pool.close()
         self.datastore.close()
         self.app.close()

@@ -62,7 +62,7 @@ RequestIdDep = Annotated[str, Depends(request_id)]
 
 def get_principal(
     request: Request,
-    container: ContainerDep,
+    container: AnyContainerDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
     admin_token = container.settings.admin_token

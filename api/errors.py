@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bus.claims import TooManyWaiting
 from domain import errors
 
 log = structlog.get_logger(__name__)
@@ -66,7 +67,7 @@ def problem_response(
 
 
 def unauthorized(detail: str) -> Problem:
-    return Problem(401, "unauthorized", "Unauthorized", detail)
+    return Problem(401, "unauthorized", "Unauthorized", detail, {"WWW-Authenticate": "Bearer"})
 
 
 def forbidden(detail: str) -> Problem:
@@ -202,7 +203,12 @@ def install_error_handlers(app: FastAPI) -> None:
                 headers={"Retry-After": "1"},
             )
 
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled_error", error=str(error))
-        return problem_response(500, "internal", "Internal error", "an unexpected error occurred")
+    @app.exception_handler(TooManyWaiting)
+    async def on_too_many_waiting(request: Request, error: TooManyWaiting) -> JSONResponse:
+        return problem_response(
+            429,
+            "too_many_requests",
+            "Too many waiting claims",
+            str(error),
+            headers={"Retry-After": "1"},
+        )

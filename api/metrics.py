@@ -68,6 +68,11 @@ class Metrics:
             ["scope"],
             registry=self.registry,
         )
+        self.claims_waiting = Gauge(
+            "stateowner_claims_waiting",
+            "Long-poll claims waiting in this process",
+            registry=self.registry,
+        )
         self.log_head = Gauge(
             "stateowner_log_head", "Position of the newest event", registry=self.registry
         )

@@ -126,40 +126,58 @@ RUN_RESULTS = {
     Item.StageCompleted: "completed",
     Item.StageFailed: "failed",
     Item.LeaseExpired: "expired",
+    Item.LeaseRevoked: "revoked",
 }
 
 
-def runs_of(history: list[tuple[Any, int]]) -> list[dict[str, Any]]:
-    """Every attempt at a stage, from its claim to how its lease ended."""
+def _run(claimed: Any) -> dict[str, Any]:
+    return {
+        "lease_id": claimed.lease_id,
+        "agent": claimed.agent,
+        "stage": claimed.stage,
+        "attempt": claimed.attempt,
+        "claimed_at": claimed.timestamp,
+        "finished_at": None,
+        "result": "running",
+        "outcome": None,
+        "error": None,
+        "cost_usd": 0.0,
+        "tokens": {"in": 0, "out": 0},
+        "duration_ms": None,
+        "trace": None,
+    }
+
+
+def _finish(run: dict[str, Any], ended: LeaseEnded) -> None:
+    run["finished_at"] = ended.timestamp
+    run["result"] = RUN_RESULTS[type(ended)]
+    if isinstance(ended, LeaseReported):
+        run.update(
+            outcome=getattr(ended, "outcome", None),
+            error=getattr(ended, "error", None),
+            cost_usd=float(ended.cost_usd),
+            tokens={"in": ended.tokens_in, "out": ended.tokens_out},
+            duration_ms=ended.duration_ms,
+            trace=jsonable_encoder(ended.trace),
+        )
+
+
+def runs_page(history: list[tuple[Any, int]], limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """Up to `limit` runs (a claim, and how its lease ended) from a stretch of an item's history;
+    with the version of the last event they took in, and whether another run follows."""
     runs: dict[str, dict[str, Any]] = {}
+    last_version = 0
     for event, _ in history:
         if isinstance(event, Item.StageClaimed):
-            runs[event.lease_id] = {
-                "lease_id": event.lease_id,
-                "agent": event.agent,
-                "stage": event.stage,
-                "attempt": event.attempt,
-                "claimed_at": event.timestamp,
-                "finished_at": None,
-                "result": "running",
-                "outcome": None,
-                "error": None,
-                "cost_usd": 0.0,
-                "tokens": {"in": 0, "out": 0},
-                "duration_ms": None,
-                "trace": None,
-            }
+            if len(runs) == limit:
+                return list(runs.values()), last_version, True
+            runs[event.lease_id] = _run(event)
         elif isinstance(event, LeaseEnded) and event.lease_id in runs:
-            run = runs[event.lease_id]
-            run["finished_at"] = event.timestamp
-            run["result"] = RUN_RESULTS[type(event)]
-            if isinstance(event, LeaseReported):
-                run.update(
-                    outcome=getattr(event, "outcome", None),
-                    error=getattr(event, "error", None),
-                    cost_usd=float(event.cost_usd),
-                    tokens={"in": event.tokens_in, "out": event.tokens_out},
-                    duration_ms=event.duration_ms,
-                    trace=jsonable_encoder(event.trace),
-                )
-    return list(runs.values())
+            _finish(runs[event.lease_id], event)
+        last_version = event.originator_version
+    return list(runs.values()), last_version, False
+
+
+def runs_of(history: list[tuple[Any, int]]) -> list[dict[str, Any]]:
+    """Every run in a stretch of an item's history."""
+    return runs_page(history, len(history) + 1)[0]

@@ -169,6 +169,28 @@ class EventListOut(BaseModel):
 
 class ItemEventsOut(BaseModel):
     events: list[EventOut]
+    next_cursor: str | None = Field(description="pass back as cursor for the next page")
+
+
+class RunOut(BaseModel):
+    lease_id: str
+    agent: str
+    stage: str
+    attempt: int
+    claimed_at: datetime
+    finished_at: datetime | None
+    result: str = Field(description="running, completed, failed, expired or revoked")
+    outcome: str | None
+    error: str | None
+    cost_usd: float
+    tokens: Tokens
+    duration_ms: int | None
+    trace: Any
+
+
+class ItemRunsOut(BaseModel):
+    runs: list[RunOut]
+    next_cursor: str | None = Field(description="pass back as cursor for the next page")
 
 
 class PipelineOut(BaseModel):

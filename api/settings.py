@@ -33,10 +33,30 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="how often the sweeper looks for expired leases"
     )
     worker_threads: int = Field(
-        default=200,
-        ge=8,
-        le=2000,
-        description="threads for request handlers (long-poll claims hold one)",
+        default=200, ge=8, le=2000, description="threads for request handlers' database work"
+    )
+    max_waiting_claims: int = Field(
+        default=5000, ge=1, description="long-poll claims waiting at once; beyond: 429"
+    )
+    max_waiting_claims_per_agent: int = Field(
+        default=200, ge=1, description="long-poll claims one agent may have waiting; beyond: 429"
+    )
+    max_json_depth: int = Field(
+        default=64, ge=4, le=1000, description="deepest nesting a JSON or TOML body may have"
+    )
+    max_stages: int = Field(default=100, ge=1, description="stages a pipeline spec may have")
+    max_routes: int = Field(
+        default=500, ge=0, description="outcome routes (`on` entries) a pipeline spec may have"
+    )
+    max_spec_bytes: int = Field(default=64 * 1024, ge=256, description="a pipeline spec's size")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a request's head must arrive within this, or it closes"
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="a request's body must arrive within this, or 408"
+    )
+    keep_alive_seconds: float = Field(
+        default=5.0, gt=0, description="an idle keep-alive connection closes after this"
     )
     gil_switch_interval_ms: float = Field(
         default=0.5,

@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import anyio
 
 from domain.application import StateOwner
 from domain.errors import BudgetHalted, ConcurrentUpdate, NotFound, OutsideScope, StateConflict
 from domain.guards import window_of
 from domain.item import Item
-from domain.values import By
+from domain.values import By, Claimant
 from projections.queries import Queries
 from projections.ready import ReadySignal, RecentClaims
 
 CANDIDATES_PER_TRY = 8
-SAFETY_RECHECK_SECONDS = 5.0
+# With the ready signal listening, waiters are woken when work arrives; the recheck only covers
+# a signal lost in transit. Without it (its connection is down) they look every second.
+SAFETY_RECHECK_SECONDS = 10.0
+UNSIGNALLED_RECHECK_SECONDS = 1.0
 CONTENDED_RECHECK_SECONDS = 0.01
 
 ClaimCounter = Callable[[str, str], None]
+
+
+def _uncounted(stage: str, result: str) -> None:
+    pass
+
+
+class TooManyWaiting(Exception):
+    """A claim would wait beside more claims than the service admits (in all, or per agent)."""
 
 
 @dataclass(frozen=True)
@@ -31,44 +46,102 @@ class Claimed:
     position: int
 
 
-def _uncounted(stage: str, result: str) -> None:
-    pass
-
-
 @dataclass(frozen=True)
+class _Attempt:
+    claimed: Claimed | None
+    from_backlog: bool = False
+    next_wake: float = 0.0
+
+
+@dataclass(eq=False)
 class Claims:
     """Candidates come from item_status; the item aggregate decides, so two claimers can never
-    both hold one stage. A waiting claim wakes on ready hints (this process's writers, or any
-    process's through NOTIFY), on a stage's retry time, or at a safety recheck."""
+    both hold one stage. A claim that has to wait awaits the ready signal on the event loop —
+    no thread, no database work — and looks again when it is woken: by a writer's hint (this
+    process's, or any process's through NOTIFY), by a stage's retry time, or at a recheck."""
 
     app: StateOwner
     queries: Queries
     ready: ReadySignal
     recent: RecentClaims
+    limiter: anyio.CapacityLimiter
+    max_waiting: int
+    max_waiting_per_agent: int
     count: ClaimCounter = _uncounted
+    _waiting: Counter[str] = field(default_factory=Counter)
 
-    def claim(
-        self, agent: str, scope: frozenset[str], stage: str, wait_seconds: float, by: By
+    @property
+    def waiting(self) -> int:
+        return sum(self._waiting.values())
+
+    async def claim(
+        self, claimant: Claimant, stage: str, wait_seconds: float, by: By
     ) -> Claimed | None:
         """The oldest ready item at `stage`, or None once `wait_seconds` pass without one."""
-        if stage not in scope:
+        if stage not in claimant.stages:
             self.count(stage, "forbidden")
             raise OutsideScope(
-                f"stage {stage!r} is outside your scope ({', '.join(sorted(scope))})"
+                f"stage {stage!r} is outside your scope ({', '.join(sorted(claimant.stages))})"
             )
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            halted_topics = self._check_breakers(agent, stage)
-            seen = self.ready.generation(stage)
-            claimed = self._try(agent, stage, by, halted_topics)
+        with self._admitted(claimant.name, stage):
+            deadline = time.monotonic() + wait_seconds
+            woken = False
+            try:
+                while True:
+                    seen = self.ready.generation(stage)
+                    attempt = await anyio.to_thread.run_sync(
+                        self._attempt, claimant, stage, by, limiter=self.limiter
+                    )
+                    woken = False
+                    if attempt.claimed is not None:
+                        self.count(stage, "claimed")
+                        if attempt.from_backlog:
+                            self.ready.nudge(stage)  # more may be ready than was signalled
+                        return attempt.claimed
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.count(stage, "empty")
+                        return None
+                    woken = await self.ready.wait(stage, seen, min(attempt.next_wake, remaining))
+            finally:
+                if woken:  # woken but refused before it could look: the next waiter looks
+                    self.ready.nudge(stage)
+
+    @contextmanager
+    def _admitted(self, agent: str, stage: str) -> Iterator[None]:
+        if self.waiting >= self.max_waiting:
+            self.count(stage, "too_many_waiting")
+            raise TooManyWaiting(f"{self.max_waiting} claims are waiting already; try again")
+        if self._waiting[agent] >= self.max_waiting_per_agent:
+            self.count(stage, "too_many_waiting")
+            raise TooManyWaiting(
+                f"{agent!r} has {self.max_waiting_per_agent} claims waiting already; try again"
+            )
+        self._waiting[agent] += 1
+        try:
+            yield
+        finally:
+            self._waiting[agent] -= 1
+            if not self._waiting[agent]:
+                del self._waiting[agent]
+
+    def _attempt(self, claimant: Claimant, stage: str, by: By) -> _Attempt:
+        """One look, in a worker thread: breakers, a hinted item, the backlog; and when nothing
+        could be claimed, how long to wait before looking again."""
+        halted_topics = self._check_breakers(claimant.name, stage)
+        # An item a writer just made ready goes to one waiter before item_status shows it.
+        while (hinted := self.ready.take_hint(stage)) is not None:
+            claimed = self._claim_one(hinted, claimant, stage, by, halted_topics)
             if claimed is not None:
-                self.count(stage, "claimed")
-                return claimed
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.count(stage, "empty")
-                return None
-            self.ready.wait(stage, seen, self._next_wake(stage, remaining))
+                return _Attempt(claimed)
+        with self.queries.ready_candidates(
+            stage, self.app.clock(), self.recent.current(), halted_topics, CANDIDATES_PER_TRY
+        ) as candidates:
+            for item_id in candidates:
+                claimed = self._claim_one(item_id, claimant, stage, by, halted_topics)
+                if claimed is not None:
+                    return _Attempt(claimed, from_backlog=True)
+        return _Attempt(None, next_wake=self._next_wake(stage))
 
     def _check_breakers(self, agent: str, stage: str) -> frozenset[str]:
         """Refuse the claim while a breaker over this agent, its stage or everything is open;
@@ -85,37 +158,28 @@ class Claims:
                 halted_topics.add(budget.scope.removeprefix("topic:"))
         return frozenset(halted_topics)
 
-    def _try(self, agent: str, stage: str, by: By, halted_topics: frozenset[str]) -> Claimed | None:
-        # An item a writer just made ready goes to one waiter before item_status shows it.
-        while (hinted := self.ready.take_hint(stage)) is not None:
-            claimed = self._claim_one(hinted, agent, stage, by, halted_topics)
-            if claimed is not None:
-                return claimed
-        with self.queries.ready_candidates(
-            stage, self.app.clock(), self.recent.current(), halted_topics, CANDIDATES_PER_TRY
-        ) as candidates:
-            for item_id in candidates:
-                claimed = self._claim_one(item_id, agent, stage, by, halted_topics)
-                if claimed is not None:
-                    return claimed
-        return None
-
     def _claim_one(
-        self, item_id: uuid.UUID, agent: str, stage: str, by: By, halted_topics: frozenset[str]
+        self,
+        item_id: uuid.UUID,
+        claimant: Claimant,
+        stage: str,
+        by: By,
+        halted_topics: frozenset[str],
     ) -> Claimed | None:
         try:
-            item, lease_id, position = self.app.claim(item_id, stage, agent, by, halted_topics)
+            item, lease_id, position = self.app.claim(item_id, stage, claimant, by, halted_topics)
         except (StateConflict, ConcurrentUpdate, NotFound):
             return None  # another agent won it, or what we read is behind the item
         self.recent.add(item_id, item.version)
         return Claimed(item, lease_id, position)
 
-    def _next_wake(self, stage: str, remaining: float) -> float:
+    def _next_wake(self, stage: str) -> float:
         now = self.app.clock()
         if self.queries.any_ready(stage, now):
             # Ready rows exist but others hold them; if one of those claims fails, no NOTIFY comes.
-            return min(remaining, CONTENDED_RECHECK_SECONDS)
-        timeout = min(remaining, SAFETY_RECHECK_SECONDS)
+            return CONTENDED_RECHECK_SECONDS
+        connected = self.ready.connected.is_set()
+        timeout = SAFETY_RECHECK_SECONDS if connected else UNSIGNALLED_RECHECK_SECONDS
         not_before = self.queries.next_not_before(stage, now)
         if not_before is not None:
             timeout = min(timeout, max((not_before - now).total_seconds(), 0.001))

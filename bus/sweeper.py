@@ -57,13 +57,27 @@ class LeaseSweeper(Background):
         self._wake.set()
 
     def sweep(self) -> int:
-        """Expire every lease past its time; returns how many were expired."""
+        """Expire every lease past its time, and revoke those whose holder may no longer hold
+        them; returns how many leases it ended."""
         expired = self.queries.expired_leases(self.app.clock(), SWEEP_BATCH)
-        return sum(self._expire(item_id) for item_id in expired)
+        revocable = self.queries.leases_out_of_scope(SWEEP_BATCH)
+        return sum(self._expire(item_id) for item_id in expired) + sum(
+            self._revoke(item_id, lease_id) for item_id, lease_id in revocable
+        )
+
+    def _revoke(self, item_id: uuid.UUID, lease_id: str) -> bool:
+        try:
+            self.app.revoke_lease(item_id, lease_id, self._by())
+        except (StateConflict, ConcurrentUpdate, NotFound):
+            return False  # the lease ended meanwhile, or its holder may hold it after all
+        return True
+
+    def _by(self) -> By:
+        return By(SWEEPER_ACTOR, f"sweep-{uuid.uuid4().hex[:12]}")
 
     def _expire(self, item_id: uuid.UUID) -> bool:
         try:
-            self.app.expire_lease(item_id, By(SWEEPER_ACTOR, f"sweep-{uuid.uuid4().hex[:12]}"))
+            self.app.expire_lease(item_id, self._by())
         except (StateConflict, ConcurrentUpdate, NotFound):
             return False  # renewed, finished or cancelled since the row was read
         self.expired += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -14,18 +16,36 @@ from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording
 
 from domain.agent import Agent
 from domain.budget import Budget, parse_scope
-from domain.errors import AlreadyExists, ConcurrentUpdate, NotFound, StateConflict
+from domain.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+    LeaseTimedOut,
+    NotFound,
+    StateConflict,
+)
 from domain.guards import window_of
 from domain.item import Item, LeaseEnded
-from domain.pipeline import Pipeline, parse_spec
+from domain.pipeline import Pipeline, SpecLimits, accept_spec
 from domain.recorded import Recorded
 from domain.topic import Topic
-from domain.values import By, Completion, Failure, Limits, NewItem, Registration, TopicFacts
+from domain.values import (
+    By,
+    Claimant,
+    Completion,
+    Failure,
+    Limits,
+    NewItem,
+    Registration,
+    TopicFacts,
+)
 
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
 
 COMMAND_ATTEMPTS = 5
+# A holder's heartbeats and reports race only each other; they must not lose to themselves.
+LEASE_COMMAND_ATTEMPTS = 30
+RETRY_PAUSE_SECONDS = 0.002
 
 
 def utc_now() -> datetime:
@@ -47,10 +67,14 @@ class StateOwner(Application[uuid.UUID]):
     recorder: ProcessRecorder
 
     def __init__(
-        self, env: dict[str, str] | None = None, clock: Callable[[], datetime] = utc_now
+        self,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        spec_limits: SpecLimits | None = None,
     ) -> None:
         super().__init__(env)
         self.clock = clock
+        self.spec_limits = spec_limits or SpecLimits()
         # Told (stage, item id) once a stage is claimable now, so waiting claims can wake at once.
         self.ready_listeners: list[Callable[[str, uuid.UUID], None]] = []
 
@@ -78,7 +102,7 @@ class StateOwner(Application[uuid.UUID]):
         try:
             recordings: list[Recording[uuid.UUID]] = self._record(processing_event)
         except IntegrityError as error:
-            raise ConcurrentUpdate(str(error)) from error
+            raise ConcurrentUpdate from error
         self._notify(recordings)
         for new_event in processing_event.events:
             if isinstance(new_event, Item.StageReady) and new_event.not_before is None:
@@ -92,13 +116,14 @@ class StateOwner(Application[uuid.UUID]):
         except ConcurrentUpdate:
             raise AlreadyExists(exists) from None
 
-    def _retrying(self, command: Callable[[], T]) -> T:
-        """Run a get-call-save command again when another writer appended first."""
-        for _ in range(COMMAND_ATTEMPTS - 1):
+    def _retrying(self, command: Callable[[], T], attempts: int = COMMAND_ATTEMPTS) -> T:
+        """Run a get-call-save command again when another writer appended first, after a
+        short random pause so that rivals fall out of step."""
+        for attempt in range(1, attempts):
             try:
                 return command()
             except ConcurrentUpdate:
-                continue
+                time.sleep(random.uniform(0, RETRY_PAUSE_SECONDS * attempt))  # noqa: S311
         return command()
 
     def _change(self, get: Callable[[], A], change: Callable[[A], object]) -> tuple[A, int]:
@@ -161,7 +186,7 @@ class StateOwner(Application[uuid.UUID]):
     # -- pipelines ----------------------------------------------------------------------------
 
     def put_pipeline(self, name: str, raw_spec: Any, by: By) -> tuple[Pipeline, int]:
-        spec = parse_spec(raw_spec)
+        spec = accept_spec(raw_spec, self.spec_limits)
         return self._put(
             lambda: self.pipeline(name),
             lambda: Pipeline.define(name, spec, by),
@@ -241,7 +266,7 @@ class StateOwner(Application[uuid.UUID]):
         self,
         item_id: uuid.UUID,
         stage: str,
-        agent: str,
+        claimant: Claimant,
         by: By,
         halted_topics: frozenset[str] = frozenset(),
     ) -> tuple[Item, str, int]:
@@ -249,38 +274,71 @@ class StateOwner(Application[uuid.UUID]):
         item = self.item(item_id)
         if item.topic in halted_topics:
             raise StateConflict(f"the breaker of topic:{item.topic} is open")
-        lease_id = item.claim(stage, agent, self.clock(), by)
+        lease_id = item.claim(stage, claimant, self.clock(), by)
         return item, lease_id, self._save(item)
 
     def _on_lease(
         self, lease_id: str, change: Callable[[Item, datetime], None]
     ) -> tuple[Item, int]:
-        """Run a lease holder's command on the lease's item, retried on a concurrent append."""
-        return self._change(
-            lambda: self.item(lease_item_id(lease_id)), lambda item: change(item, self.clock())
-        )
+        """Run a lease holder's command on the lease's item. A concurrent append (the holder's
+        own heartbeat, say) is retried, and so is an expiry seen on an item that has moved on
+        since it was read: the holder never sees a refusal its own lease did not earn."""
+        item_id = lease_item_id(lease_id)
 
-    def renew_lease(self, lease_id: str, agent: str, by: By) -> tuple[Item, int]:
+        def command() -> tuple[Item, int]:
+            item = self.item(item_id)
+            try:
+                change(item, self.clock())
+            except LeaseTimedOut:
+                if self.item(item_id).version != item.version:
+                    raise ConcurrentUpdate from None
+                raise
+            return item, self._save_if_changed(item)
+
+        return self._retrying(command, attempts=LEASE_COMMAND_ATTEMPTS)
+
+    def renew_lease(self, lease_id: str, claimant: Claimant, by: By) -> tuple[Item, int]:
         return self._on_lease(
-            lease_id, lambda item, now: item.renew_lease(lease_id, agent, now, by)
+            lease_id, lambda item, now: item.renew_lease(lease_id, claimant, now, by)
         )
 
     def complete_stage(
-        self, lease_id: str, agent: str, completion: Completion, by: By
+        self, lease_id: str, claimant: Claimant, completion: Completion, by: By
     ) -> tuple[Item, int]:
         return self._on_lease(
-            lease_id, lambda item, now: item.complete_stage(lease_id, agent, completion, now, by)
+            lease_id,
+            lambda item, now: item.complete_stage(lease_id, claimant, completion, now, by),
         )
 
-    def fail_stage(self, lease_id: str, agent: str, failure: Failure, by: By) -> tuple[Item, int]:
+    def fail_stage(
+        self, lease_id: str, claimant: Claimant, failure: Failure, by: By
+    ) -> tuple[Item, int]:
         return self._on_lease(
-            lease_id, lambda item, now: item.fail_stage(lease_id, agent, failure, now, by)
+            lease_id, lambda item, now: item.fail_stage(lease_id, claimant, failure, now, by)
         )
 
     def expire_lease(self, item_id: uuid.UUID, by: By) -> tuple[Item, int]:
         return self._change(
             lambda: self.item(item_id), lambda item: item.expire_lease(self.clock(), by)
         )
+
+    def revoke_lease(self, item_id: uuid.UUID, lease_id: str, by: By) -> tuple[Item, int]:
+        """End a lease whose holder is disabled or no longer scoped to its stage, as the Agent
+        aggregate says now (the read model that suggested it may lag)."""
+
+        def revoke(item: Item) -> None:
+            if item.agent is None or item.lease_id != lease_id:
+                raise StateConflict(f"lease {lease_id} is not the item's current lease")
+            try:
+                holder = self.agent(item.agent)
+            except NotFound:
+                holder = None
+            if holder is not None and holder.may_work_on(item.stage) and not holder.disabled:
+                raise StateConflict(f"{item.agent!r} may still work on {item.stage!r}")
+            why = "disabled" if holder is None or holder.disabled else "out of scope"
+            item.revoke_lease(lease_id, f"{item.agent} is {why} for stage {item.stage!r}", by)
+
+        return self._change(lambda: self.item(item_id), revoke)
 
     def retry_item(self, item_id: uuid.UUID, by: By) -> tuple[Item, int]:
         return self._change(lambda: self.item(item_id), lambda item: item.retry(by))

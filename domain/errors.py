@@ -33,6 +33,10 @@ class LeaseLost(DomainError):
     """The lease is expired, superseded or finished: its holder no longer owns the stage."""
 
 
+class LeaseTimedOut(LeaseLost):
+    """The lease's time ran out (as far as the command could see)."""
+
+
 class RepeatedCompletion(DomainError):
     """The lease was already finished with exactly this report; the first answer stands."""
 
@@ -47,6 +51,9 @@ class ReportMismatch(DomainError):
 
 class ConcurrentUpdate(DomainError):
     """Another writer appended to the aggregate first; the command can be retried."""
+
+    def __init__(self, detail: str = "another writer changed it first; try again") -> None:
+        super().__init__(detail)
 
 
 class NotLeaseHolder(DomainError):

@@ -106,6 +106,12 @@ def after_failure(
     )
 
 
+def after_revocation(stage: str) -> Advance:
+    """A revoked lease was no failure of the work: the stage is ready again at once, for an
+    agent still allowed to do it, whatever attempts remain."""
+    return Advance(stage, "retry")
+
+
 @dataclass(frozen=True)
 class Halt:
     """Stop the item for budget; `then` is what resuming it will do."""

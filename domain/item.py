@@ -15,14 +15,16 @@ from domain import guards
 from domain.errors import (
     InvalidCommand,
     LeaseLost,
+    LeaseTimedOut,
     NotLeaseHolder,
+    OutsideScope,
     RepeatedCompletion,
     ReportMismatch,
     StateConflict,
 )
 from domain.pipeline import PipelineSpec, known_outcomes, parse_spec
 from domain.recorded import Recorded, RecordedAggregate
-from domain.values import By, Completion, Failure, NewItem, Report
+from domain.values import By, Claimant, Completion, Failure, NewItem, Report
 
 
 class Status:
@@ -38,6 +40,7 @@ class Status:
 
 
 EXPIRED = "expired"
+REVOKED = "revoked"
 STEP_VERBS = {
     guards.Advance: "advanced",
     guards.Complete: "completed",
@@ -148,6 +151,7 @@ class Item(RecordedAggregate):
         tokens_in: int
         tokens_out: int
         finished_leases: dict[str, tuple[str, int]]
+        lease_holders: dict[str, str]
         trigger_version: int | None
         path: list[str]
         resume_stage: str | None
@@ -186,6 +190,7 @@ class Item(RecordedAggregate):
             item.tokens_in = 0
             item.tokens_out = 0
             item.finished_leases = {}
+            item.lease_holders = {}
             item.trigger_version = None
             item.path = []
             item.resume_stage = None
@@ -218,6 +223,7 @@ class Item(RecordedAggregate):
 
         def apply(self, item: Item) -> None:
             item.status = Status.CLAIMED
+            item.lease_holders[self.lease_id] = self.agent
             item.lease_id = self.lease_id
             item.agent = self.agent
             item.lease_expires_at = self.expires_at
@@ -243,6 +249,15 @@ class Item(RecordedAggregate):
 
     class LeaseExpired(LeaseEnded):
         pass
+
+    class LeaseRevoked(LeaseEnded):
+        """The holder lost the right to the stage (its scope changed, or it was disabled)."""
+
+        reason: str
+
+        @property
+        def ending(self) -> str:
+            return REVOKED
 
     class ItemParked(ItemStopped):
         status = Status.PARKED
@@ -309,7 +324,9 @@ class Item(RecordedAggregate):
 
     # -- agents' commands ---------------------------------------------------------------------------
 
-    def claim(self, stage: str, agent: str, now: datetime, by: By) -> str:
+    def claim(self, stage: str, claimant: Claimant, now: datetime, by: By) -> str:
+        if stage not in claimant.stages:
+            raise OutsideScope(f"stage {stage!r} is outside the scope of {claimant.name!r}")
         if self.status != Status.READY or self.stage != stage:
             raise StateConflict(
                 f"item is {self.status} at stage {self.stage!r}, not ready at {stage!r}"
@@ -324,40 +341,44 @@ class Item(RecordedAggregate):
             by,
             stage=stage,
             lease_id=lease_id,
-            agent=agent,
+            agent=claimant.name,
             attempt=self.attempt,
             expires_at=self._lease_end(now),
         )
         return lease_id
 
-    def renew_lease(self, lease_id: str, agent: str, now: datetime, by: By) -> None:
-        self._check_lease_held(lease_id, agent, now)
+    def renew_lease(self, lease_id: str, claimant: Claimant, now: datetime, by: By) -> None:
+        self._check_holder(lease_id, claimant)
+        self._check_not_finished(lease_id, fingerprint=None)
+        self._check_lease_held(lease_id, claimant, now)
         self._record(Item.LeaseRenewed, by, lease_id=lease_id, expires_at=self._lease_end(now))
 
     def complete_stage(
-        self, lease_id: str, agent: str, completion: Completion, now: datetime, by: By
+        self, lease_id: str, claimant: Claimant, completion: Completion, now: datetime, by: By
     ) -> None:
-        self._end_lease(Item.StageCompleted, lease_id, agent, completion, now, by)
+        self._end_lease(Item.StageCompleted, lease_id, claimant, completion, now, by)
 
     def fail_stage(
-        self, lease_id: str, agent: str, failure: Failure, now: datetime, by: By
+        self, lease_id: str, claimant: Claimant, failure: Failure, now: datetime, by: By
     ) -> None:
-        self._end_lease(Item.StageFailed, lease_id, agent, failure, now, by)
+        self._end_lease(Item.StageFailed, lease_id, claimant, failure, now, by)
 
     def _end_lease(
         self,
         event_class: type[LeaseReported],
         lease_id: str,
-        agent: str,
+        claimant: Claimant,
         result: Completion | Failure,
         now: datetime,
         by: By,
     ) -> None:
-        """The holder's report ends its lease; an identical repeat is told apart from a rival."""
+        """The holder's report ends its lease; an identical repeat is told apart from a rival.
+        A lease and its reports belong to its holder, before and after it finishes."""
         fields = result.fields()
         fingerprint = report_fingerprint({"kind": result.kind, **fields})
+        self._check_holder(lease_id, claimant)
         self._check_not_finished(lease_id, fingerprint)
-        self._check_lease_held(lease_id, agent, now)
+        self._check_lease_held(lease_id, claimant, now)
         if isinstance(result, Completion):
             self._check_outcome(result.outcome)
         self._record(
@@ -365,7 +386,7 @@ class Item(RecordedAggregate):
             by,
             stage=self.stage,
             lease_id=lease_id,
-            agent=agent,
+            agent=claimant.name,
             fingerprint=fingerprint,
             at=now,
             **fields,
@@ -378,6 +399,19 @@ class Item(RecordedAggregate):
             raise StateConflict(f"lease runs until {self.lease_expires_at.isoformat()}")
         self._record(
             Item.LeaseExpired, by, stage=self.stage, lease_id=self.lease_id, agent=self.agent
+        )
+
+    def revoke_lease(self, lease_id: str, reason: str, by: By) -> None:
+        """End a lease its holder may no longer hold; the bus then makes the stage ready again."""
+        if self.status != Status.CLAIMED or self.lease_id != lease_id:
+            raise StateConflict(f"lease {lease_id} is not the item's current lease")
+        self._record(
+            Item.LeaseRevoked,
+            by,
+            stage=self.stage,
+            lease_id=lease_id,
+            agent=self.agent,
+            reason=reason,
         )
 
     # -- the bus's decisions ------------------------------------------------------------------------
@@ -402,6 +436,8 @@ class Item(RecordedAggregate):
             decision = guards.after_completion(
                 spec, self.stage, trigger.outcome, self.visits, self.transitions, self.path
             )
+        elif isinstance(trigger, Item.LeaseRevoked):
+            decision = guards.after_revocation(self.stage)
         else:
             failed = trigger if isinstance(trigger, Item.StageFailed) else None
             decision = guards.after_failure(
@@ -516,21 +552,35 @@ class Item(RecordedAggregate):
                 f"stage {self.stage!r} knows the outcomes {', '.join(outcomes)}, not {outcome!r}"
             )
 
-    def _check_not_finished(self, lease_id: str, fingerprint: str) -> None:
+    def _check_holder(self, lease_id: str, claimant: Claimant) -> None:
+        holder = self.lease_holders.get(lease_id)
+        if holder is None:
+            raise LeaseLost("the item never gave out this lease")
+        if holder != claimant.name:
+            raise NotLeaseHolder("the lease belongs to another agent")
+
+    def _check_not_finished(self, lease_id: str, fingerprint: str | None) -> None:
+        """A finished lease answers an identical report again and refuses anything else."""
         finished = self.finished_leases.get(lease_id)
         if finished is None:
             return
-        first_fingerprint, version = finished
-        if first_fingerprint == EXPIRED:
+        ending, version = finished
+        if ending == EXPIRED:
             raise LeaseLost("the lease expired before this report")
-        if first_fingerprint == fingerprint:
+        if ending == REVOKED:
+            raise LeaseLost("the lease was revoked: its stage is no longer in its holder's scope")
+        if ending == fingerprint:
             raise RepeatedCompletion(version)
+        if fingerprint is None:
+            raise LeaseLost("the lease is finished")
         raise ReportMismatch("this lease was already finished with a different report")
 
-    def _check_lease_held(self, lease_id: str, agent: str, now: datetime) -> None:
+    def _check_lease_held(self, lease_id: str, claimant: Claimant, now: datetime) -> None:
         if self.status != Status.CLAIMED or self.lease_id != lease_id:
             raise LeaseLost("the lease is not the item's current lease")
-        if self.agent != agent:
-            raise NotLeaseHolder("the lease belongs to another agent")
+        if self.stage not in claimant.stages:
+            raise OutsideScope(
+                f"stage {self.stage!r} is no longer in the scope of {claimant.name!r}"
+            )
         if self.lease_expires_at is not None and self.lease_expires_at <= now:
-            raise LeaseLost(f"the lease expired at {self.lease_expires_at.isoformat()}")
+            raise LeaseTimedOut(f"the lease expired at {self.lease_expires_at.isoformat()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Mapping
@@ -178,6 +179,45 @@ def parse_spec(raw: Any) -> PipelineSpec:
         if budget is None
         else float(_positive_number(budget, "item_budget_usd", high=MAX_ITEM_BUDGET_USD)),
     )
+
+
+@dataclass(frozen=True)
+class SpecLimits:
+    """What a new spec may ask for. Stored specs are read without them: a log written under
+    looser limits still loads."""
+
+    max_stages: int = 100
+    max_routes: int = 500
+    max_bytes: int = 64 * 1024
+    min_lease_seconds: float = 1.0
+    max_lease_seconds: float = 24 * 3600.0
+
+
+def accept_spec(raw: Any, limits: SpecLimits) -> PipelineSpec:
+    """Validate a spec an operator puts, within the service's limits."""
+    size = len(json.dumps(raw, default=str, separators=(",", ":")).encode())
+    if size > limits.max_bytes:
+        raise InvalidPipelineSpec(f"the spec is {size} bytes; at most {limits.max_bytes}")
+    stages = raw.get("stages") if isinstance(raw, Mapping) else None
+    if isinstance(stages, list) and len(stages) > limits.max_stages:
+        raise InvalidPipelineSpec(f"stages has {len(stages)} stages; at most {limits.max_stages}")
+    spec = parse_spec(raw)
+    routes = sum(len(stage.on) for stage in spec.stages)
+    if routes > limits.max_routes:
+        raise InvalidPipelineSpec(
+            f"the stages' on maps route {routes} outcomes; at most {limits.max_routes}"
+        )
+    for index, stage in enumerate(spec.stages):
+        where = f"stages[{index}].lease_seconds"
+        if stage.lease_seconds < limits.min_lease_seconds:
+            raise InvalidPipelineSpec(
+                f"{where} must be at least {limits.min_lease_seconds:g}, got {stage.lease_seconds!r}"
+            )
+        if stage.lease_seconds > limits.max_lease_seconds:
+            raise InvalidPipelineSpec(
+                f"{where} must be at most {limits.max_lease_seconds:g}, got {stage.lease_seconds!r}"
+            )
+    return spec
 
 
 def next_stage(spec: PipelineSpec, stage: str, outcome: str | None) -> str | None:

@@ -17,6 +17,14 @@ class By:
 
 
 @dataclass(frozen=True)
+class Claimant:
+    """An agent as it stands when it asks: its name and the stages it may work on now."""
+
+    name: str
+    stages: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Report:
     """What one run of a stage cost and how it went, as its agent reports it."""
 

@@ -208,6 +208,18 @@ class Queries:
         )
         return row["at"] if row else None
 
+    def leases_out_of_scope(self, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """Leases (item, lease id) whose holder is disabled, unknown or no longer scoped to the
+        lease's stage, as the agents view shows it."""
+        rows = self._all(
+            "SELECT s.item_id, s.lease_id FROM item_status s "
+            "LEFT JOIN agents a ON a.name = s.agent WHERE s.status = 'claimed' "
+            "AND (a.name IS NULL OR a.disabled OR a.role <> 'agent' OR NOT (a.stages ? s.stage)) "
+            "ORDER BY s.lease_expires_at LIMIT %s",
+            (limit,),
+        )
+        return [(row["item_id"], row["lease_id"]) for row in rows]
+
     def expired_leases(self, now: datetime, limit: int) -> list[uuid.UUID]:
         rows = self._all(
             "SELECT item_id FROM item_status WHERE status = 'claimed' AND lease_expires_at <= %s "
@@ -302,14 +314,24 @@ class Queries:
 
     # -- the log and the followers' positions -----------------------------------------------------
 
-    def stored_events(self, aggregate_id: uuid.UUID) -> list[tuple[StoredEvent, int]]:
-        """An aggregate's events as stored, in order, each with its position in the log."""
+    def stored_events(
+        self,
+        aggregate_id: uuid.UUID,
+        *,
+        after_version: int = 0,
+        limit: int | None = None,
+        topics: Sequence[str] | None = None,
+    ) -> list[tuple[StoredEvent, int]]:
+        """An aggregate's events as stored, in order, each with its position in the log: those
+        after a version, of the given topics, at most `limit` of them."""
         rows = self._all(
             sql.SQL(
                 "SELECT originator_id, originator_version, topic, state, notification_id "
-                "FROM {} WHERE originator_id = %s ORDER BY originator_version"
+                "FROM {} WHERE originator_id = %s AND originator_version > %s "
+                "AND (%s::text[] IS NULL OR topic = ANY(%s::text[])) "
+                "ORDER BY originator_version LIMIT %s"
             ).format(sql.Identifier(EVENTS_TABLE)),
-            (aggregate_id,),
+            (aggregate_id, after_version, topics, topics, limit),
         )
         return [
             (

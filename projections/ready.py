@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -27,8 +30,24 @@ def ready_payload(stage: str, item_id: uuid.UUID, origin: str) -> str:
     return HINT_SEPARATOR.join((stage, str(item_id), origin))
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A claim waiting on the event loop: waking it costs no thread."""
+
+    loop: asyncio.AbstractEventLoop
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    called: bool = False
+
+    def wake(self) -> None:
+        self.called = True
+        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self.woken.set)
+
+
 class ReadySignal(Background):
-    """One LISTEN connection per process; waiters block on a condition, not on the database."""
+    """One LISTEN connection per process. Waiting claims queue per stage on the event loop; each
+    signal (a stage made ready, with the item when known) wakes the longest waiting one only, so
+    a thousand idle claims cost no threads and no database work until there is work to claim."""
 
     thread_name = "ready-signal"
     join_seconds = 5.0
@@ -45,28 +64,58 @@ class ReadySignal(Background):
         self.on_lost = on_lost
         # Hints this process published reach its waiters directly; their NOTIFY echo is skipped.
         self.origin = uuid.uuid4().hex
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
         self._hints: dict[str, deque[uuid.UUID]] = {}
+        self._waiters: dict[str, deque[_Waiter]] = {}
         self.connected = threading.Event()
 
     def generation(self, stage: str) -> int:
-        with self._condition:
+        with self._lock:
             return self._generations.get(stage, 0)
 
-    def wait(self, stage: str, seen: int, timeout: float) -> bool:
-        """Block until `stage` is signalled after generation `seen`, or the timeout passes."""
-        with self._condition:
-            return self._condition.wait_for(
-                lambda: self._generations.get(stage, 0) != seen, timeout
-            )
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(len(queue) for queue in self._waiters.values())
+
+    async def wait(self, stage: str, seen: int, timeout: float) -> bool:
+        """Wait until `stage` is signalled after generation `seen` (True), or the timeout passes
+        (False). A wake that comes as the timeout passes is handed on, never lost."""
+        waiter = _Waiter(asyncio.get_running_loop())
+        with self._lock:
+            if self._generations.get(stage, 0) != seen:
+                return True
+            self._waiters.setdefault(stage, deque()).append(waiter)
+        try:
+            await asyncio.wait_for(waiter.woken.wait(), timeout)
+            return True
+        except TimeoutError:
+            with self._lock:
+                if waiter.called:
+                    self._wake_one(stage)
+                else:
+                    self._waiters[stage].remove(waiter)
+            return False
 
     def signal(self, stage: str, item_id: uuid.UUID | None = None) -> None:
-        with self._condition:
+        """A stage became ready (the item, when known): wake one waiter of it."""
+        with self._lock:
             if item_id is not None:
                 self._hints.setdefault(stage, deque(maxlen=MAX_HINTS)).append(item_id)
             self._generations[stage] = self._generations.get(stage, 0) + 1
-            self._condition.notify_all()
+            self._wake_one(stage)
+
+    def nudge(self, stage: str) -> None:
+        """Wake one more waiter: there may be more work at the stage than was signalled, or the
+        waiter woken for it could not take it."""
+        with self._lock:
+            self._wake_one(stage)
+
+    def _wake_one(self, stage: str) -> None:
+        queue = self._waiters.get(stage)
+        if queue:
+            queue.popleft().wake()
 
     def publish(self, stage: str, item_id: uuid.UUID) -> None:
         """Tell waiting claims in every process which item just became ready (a hint only:
@@ -83,7 +132,7 @@ class ReadySignal(Background):
 
     def take_hint(self, stage: str) -> uuid.UUID | None:
         """An item just made ready at `stage`, handed to one waiter only; None when there is none."""
-        with self._condition:
+        with self._lock:
             hints = self._hints.get(stage)
             return hints.popleft() if hints else None
 

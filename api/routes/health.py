@@ -1,13 +1,18 @@
+"""Probes and metrics. They run on the event loop, or in threads and on connections of their
+own: a thousand waiting claims, or any other load, never queue them."""
+
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import structlog
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import AnyContainerDep
+from api.container import Container
+from api.deps import AnyContainerDep, Operator
 from api.routes.log import projection_statuses
 from domain.guards import window_of
 
@@ -16,49 +21,93 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, Any]:
+async def healthz() -> dict[str, Any]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-def readyz(container: AnyContainerDep) -> JSONResponse:
-    """Readiness: the database answers and every follower this process runs is running."""
-    checks: dict[str, Any] = {}
+def _checks(container: Container) -> dict[str, str | None]:
+    """Each check's failure (its error), or None when it passes."""
+    checks: dict[str, str | None] = {}
     try:
-        container.queries.ping(timeout=2)
-        checks["database"] = "ok"
+        container.ops_queries.ping(timeout=2)
+        checks["database"] = None
     except Exception as error:
-        checks["database"] = f"unreachable: {type(error).__name__}"
+        log.warning("readiness_database_failed", error=str(error))
+        checks["database"] = type(error).__name__
     for follower in container.followers:
         state = follower.state
         checks[follower.name] = (
-            "ok" if state.running and state.error is None else (state.error or "stopped")
+            None if state.running and state.error is None else (state.error or "stopped")
         )
-    ready = all(value == "ok" for value in checks.values())
+    return checks
+
+
+async def _run(container: Container, work: Any, *args: Any) -> Any:
+    return await anyio.to_thread.run_sync(work, *args, limiter=container.ops_limiter)
+
+
+@router.get("/readyz")
+async def readyz(container: AnyContainerDep) -> JSONResponse:
+    """Readiness: the database answers and every follower this process runs is running. It says
+    only ok or failing per check; operators read why at /v1/health."""
+    checks = await _run(container, _checks, container)
+    ready = all(error is None for error in checks.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        {
+            "status": "ready" if ready else "not_ready",
+            "checks": {
+                name: "ok" if error is None else "failing" for name, error in checks.items()
+            },
+        },
         status_code=200 if ready else 503,
     )
 
 
-@router.get("/metrics")
-def metrics(container: AnyContainerDep) -> Response:
-    """Prometheus text: requests, claims, each follower's position and lag, budgets."""
+@router.get("/v1/health")
+async def health(principal: Operator, container: AnyContainerDep) -> dict[str, Any]:
+    """Readiness with its reasons, for operators: each check's error, each follower's state."""
+    checks = await _run(container, _checks, container)
+    return {
+        "status": "ready" if all(error is None for error in checks.values()) else "not_ready",
+        "checks": {name: error or "ok" for name, error in checks.items()},
+        "followers": [
+            {
+                "name": follower.name,
+                "running": follower.state.running,
+                "standby": follower.state.standby,
+                "position": follower.state.position,
+                "failures": follower.state.failures,
+                "error": follower.state.error,
+            }
+            for follower in container.followers
+        ],
+        "claims_waiting": container.claims.waiting,
+    }
+
+
+def _gather(container: Container) -> bytes:
     gauges = container.metrics
     try:
-        for status in projection_statuses(container):
+        for status in projection_statuses(container, container.ops_queries):
             gauges.follower_position.labels(status["name"]).set(status["position"])
             gauges.follower_lag.labels(status["name"]).set(status["lag"])
             gauges.log_head.set(status["head"])
         for follower in container.followers:
             gauges.follower_failures.labels(follower.name).set(follower.state.failures)
         states = {"ok": 0, "alerting": 1, "halted": 2}
-        for budget in container.queries.budgets(window_of(container.app.clock())):
+        for budget in container.ops_queries.budgets(window_of(container.app.clock())):
             gauges.spend.labels(budget.scope).set(float(budget.spent_usd))
             gauges.breaker.labels(budget.scope).set(states[budget.state])
             gauges.budget_alerts.labels(budget.scope).set(budget.alerts)
             gauges.budget_halts.labels(budget.scope).set(budget.halts)
     except Exception as error:  # metrics must answer even when the database does not
         log.warning("metrics_without_positions", error=str(error))
-    return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
+    gauges.claims_waiting.set(container.claims.waiting)
+    return generate_latest(gauges.registry)
+
+
+@router.get("/metrics")
+async def metrics(container: AnyContainerDep) -> Response:
+    """Prometheus text: requests, claims, each follower's position and lag, budgets."""
+    return Response(await _run(container, _gather, container), media_type=CONTENT_TYPE_LATEST)

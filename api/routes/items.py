@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
+from eventsourcing.utils import get_topic
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from api.container import Container
@@ -21,8 +22,16 @@ from api.deps import (
     wait_for_view,
 )
 from api.errors import forbidden, idempotency_mismatch, not_found, validation
-from api.presenters import event_body, item_from_aggregate, item_from_row, runs_of
-from api.schemas import ItemCreate, ItemEventsOut, ItemListOut, ItemOut, Name, OperatorCommandOut
+from api.presenters import RUN_RESULTS, event_body, item_from_aggregate, item_from_row, runs_page
+from api.schemas import (
+    ItemCreate,
+    ItemEventsOut,
+    ItemListOut,
+    ItemOut,
+    ItemRunsOut,
+    Name,
+    OperatorCommandOut,
+)
 from domain.agent import Role
 from domain.application import StateOwner
 from domain.errors import AlreadyExists, NotFound
@@ -33,6 +42,11 @@ from projections.queries import BadCursor
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 IDEMPOTENCY_NAMESPACE = uuid.UUID("9d3f1a6e-52c4-4b8f-b7a1-3c2e5f6a7b04")
+PageCursor = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$")]
+PageLimit = Annotated[int, Query(ge=1, le=1000)]
+CLAIMED_TOPIC = get_topic(Item.StageClaimed)
+RUN_TOPICS = [get_topic(cls) for cls in (Item.StageClaimed, *RUN_RESULTS)]
+MAX_CLAIMS_READ = 10_000
 Position = Annotated[int | None, Query(ge=0, le=2**62)]
 StatusName = Annotated[
     str | None, Query(pattern=r"^(ready|claimed|advancing|done|parked|halted|cancelled)$")
@@ -131,35 +145,72 @@ def get_item(
 
 @router.get("/{item_id}/events", response_model=ItemEventsOut)
 def item_events(
-    item_id: str, request: Request, principal: AnyPrincipal, container: ContainerDep
+    item_id: str,
+    request: Request,
+    principal: AnyPrincipal,
+    container: ContainerDep,
+    cursor: PageCursor = None,
+    limit: PageLimit = 100,
 ) -> dict[str, Any]:
-    """The item's whole history, in order: auditors, and agents that worked on it."""
-    history = _history(_item_id(request, item_id), principal, container)
-    return {"events": [event_body(event, position) for event, position in history]}
+    """The item's history in order, a page at a time (pass next_cursor back as cursor):
+    auditors, and agents that worked on it."""
+    uid = _readable_item(request, item_id, principal, container)
+    page = _events(container, uid, cursor, limit + 1)
+    more = len(page) > limit
+    page = page[:limit]
+    return {
+        "events": [event_body(event, position) for event, position in page],
+        "next_cursor": str(page[-1][0].originator_version) if more else None,
+    }
 
 
-@router.get("/{item_id}/runs")
+@router.get("/{item_id}/runs", response_model=ItemRunsOut)
 def item_runs(
-    item_id: str, request: Request, principal: AnyPrincipal, container: ContainerDep
+    item_id: str,
+    request: Request,
+    principal: AnyPrincipal,
+    container: ContainerDep,
+    cursor: PageCursor = None,
+    limit: PageLimit = 100,
 ) -> dict[str, Any]:
-    """Every attempt at every stage: who ran it, when, how it ended, what it cost, its trace."""
-    return {"runs": runs_of(_history(_item_id(request, item_id), principal, container))}
+    """Every attempt at every stage, a page at a time: who ran it, when, how it ended, what it
+    cost, its trace."""
+    uid = _readable_item(request, item_id, principal, container)
+    # A run is a claim and the event that ended it: `limit` runs fit in 2 x limit events.
+    events = _events(container, uid, cursor, 2 * limit + 2, topics=RUN_TOPICS)
+    runs, last_version, more = runs_page(events, limit)
+    return {"runs": runs, "next_cursor": str(last_version) if more else None}
 
 
-def _history(
-    item_id: uuid.UUID, principal: AnyPrincipal, container: Container
+def _events(
+    container: Container,
+    item_id: uuid.UUID,
+    cursor: str | None,
+    limit: int,
+    topics: list[str] | None = None,
 ) -> list[tuple[Any, int]]:
-    """The item's events with their positions, for auditors and agents that worked on it."""
-    history = [
-        (container.app.mapper.to_domain_event(stored), position)
-        for stored, position in container.queries.stored_events(item_id)
-    ]
-    if not history or not isinstance(history[0][0], Item.ItemCreated):
+    stored = container.queries.stored_events(
+        item_id, after_version=int(cursor or 0), limit=limit, topics=topics
+    )
+    return [(container.app.mapper.to_domain_event(event), position) for event, position in stored]
+
+
+def _readable_item(
+    request: Request, item_id: str, principal: AnyPrincipal, container: Container
+) -> uuid.UUID:
+    """The item's id, once it is known to exist and the caller may read its history: auditors,
+    and agents that worked on it."""
+    uid = _item_id(request, item_id)
+    first = _events(container, uid, None, 1)
+    if not first or not isinstance(first[0][0], Item.ItemCreated):
         raise not_found(f"no item {item_id}")
-    worked_on = any(getattr(event, "agent", None) == principal.name for event, _ in history)
-    if not principal.has(Role.AUDITOR) and not (principal.role == Role.AGENT and worked_on):
-        raise forbidden("only auditors and agents that worked on this item may read its history")
-    return history
+    if principal.has(Role.AUDITOR):
+        return uid
+    if principal.role == Role.AGENT:
+        claims = _events(container, uid, None, MAX_CLAIMS_READ, topics=[CLAIMED_TOPIC])
+        if any(event.agent == principal.name for event, _ in claims):
+            return uid
+    raise forbidden("only auditors and agents that worked on this item may read its history")
 
 
 @router.get("/{item_id}/at/{version}", response_model=ItemOut)

@@ -11,6 +11,7 @@ from api.deps import Auditor, ContainerDep, Operator
 from api.presenters import event_body
 from api.schemas import EventListOut
 from projections.follower import read_batch
+from projections.queries import Queries
 
 router = APIRouter(tags=["log"])
 
@@ -30,8 +31,10 @@ def events(
     }
 
 
-def projection_statuses(container: Container) -> list[dict[str, Any]]:
-    positions, head = container.queries.positions(list(container.views))
+def projection_statuses(
+    container: Container, queries: Queries | None = None
+) -> list[dict[str, Any]]:
+    positions, head = (queries or container.queries).positions(list(container.views))
     statuses = []
     for name, position in positions.items():
         follower = container.follower(name)

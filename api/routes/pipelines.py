@@ -7,8 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import AnyPrincipal, AppDep, ByDep, Operator
+from api import door
+from api.deps import AnyPrincipal, AppDep, ByDep, ContainerDep, Operator
 from api.errors import validation
+from api.middleware import NOT_JSON_MEDIA
 from api.schemas import Name, PipelineOut
 from domain.pipeline import Pipeline
 
@@ -36,17 +38,27 @@ def _body(pipeline: Pipeline, position: int | None) -> dict[str, Any]:
     }
 
 
-async def _spec_from(request: Request) -> Any:
+async def _spec_from(request: Request, max_depth: int) -> Any:
+    """The spec in the body, JSON or TOML; the middleware screened JSON bodies already, the
+    TOML is screened here the same way."""
     raw = await request.body()
     media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    is_toml = media_type in NOT_JSON_MEDIA
     try:
-        if media_type in ("application/toml", "text/toml", "application/x-toml"):
-            return tomllib.loads(raw.decode())
-        return json.loads(raw)
+        spec = tomllib.loads(raw.decode()) if is_toml else json.loads(raw)
+    except RecursionError:
+        raise validation(f"body: nesting deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise validation(
-            f"the spec is not valid {'TOML' if 'toml' in media_type else 'JSON'}: {error}"
+            f"the spec is not valid {'TOML' if is_toml else 'JSON'}: {error}"
         ) from None
+    refused = list(door.refusals(spec, "body", max_depth)) if is_toml else []
+    if refused:
+        raise validation(
+            "; ".join(f"{r.location}: {r.message}" for r in refused[:5]),
+            errors=[r.entry() for r in refused],
+        )
+    return spec
 
 
 @router.put(
@@ -63,11 +75,11 @@ async def _spec_from(request: Request) -> Any:
     },
 )
 async def put_pipeline(
-    name: Name, request: Request, principal: Operator, app: AppDep, by: ByDep
+    name: Name, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
     """Define or revise a pipeline; every PUT makes a new version."""
-    spec = await _spec_from(request)
-    pipeline, position = await run_in_threadpool(app.put_pipeline, name, spec, by)
+    spec = await _spec_from(request, container.settings.max_json_depth)
+    pipeline, position = await run_in_threadpool(container.app.put_pipeline, name, spec, by)
     return _body(pipeline, position)
 
 

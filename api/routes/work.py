@@ -25,7 +25,7 @@ from api.schemas import (
 from domain.application import StateOwner, lease_item_id
 from domain.errors import NotFound, RepeatedCompletion
 from domain.item import Item
-from domain.values import By
+from domain.values import By, Claimant
 
 router = APIRouter(tags=["work"])
 
@@ -35,7 +35,7 @@ router = APIRouter(tags=["work"])
     response_model=ClaimOut,
     responses={204: {"description": "nothing is ready at that stage"}},
 )
-def claim(
+async def claim(
     body: ClaimRequest,
     request: Request,
     principal: AgentPrincipal,
@@ -43,9 +43,7 @@ def claim(
     by: ByDep,
 ) -> Any:
     """Claim the oldest ready item at a stage, waiting up to wait_seconds for one to become ready."""
-    claimed = container.claims.claim(
-        principal.name, principal.stages, body.stage, body.wait_seconds, by
-    )
+    claimed = await container.claims.claim(principal.claimant, body.stage, body.wait_seconds, by)
     if claimed is None:
         return Response(status_code=204)
     item = claimed.item
@@ -68,7 +66,7 @@ class LeaseCall:
     """A lease holder's call: the lease it names, who calls, and what to act with."""
 
     lease_id: str
-    agent: str
+    holder: Claimant
     container: Container
     by: By
 
@@ -78,7 +76,7 @@ async def lease_call(
 ) -> LeaseCall:
     with contextlib.suppress(NotFound):
         request_context(request)["item_id"] = str(lease_item_id(lease_id))
-    return LeaseCall(lease_id, principal.name, container, by)
+    return LeaseCall(lease_id, principal.claimant, container, by)
 
 
 LeaseDep = Annotated[LeaseCall, Depends(lease_call)]
@@ -118,7 +116,7 @@ def _report(
 
 @router.post("/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut)
 def heartbeat(call: LeaseDep) -> dict[str, Any]:
-    item, position = call.container.app.renew_lease(call.lease_id, call.agent, call.by)
+    item, position = call.container.app.renew_lease(call.lease_id, call.holder, call.by)
     return {"expires_at": item.lease_expires_at, "version": item.version, "position": position}
 
 
@@ -128,7 +126,7 @@ def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
     return _report(
         call,
         body.trace,
-        lambda app: app.complete_stage(call.lease_id, call.agent, body.completion(), call.by),
+        lambda app: app.complete_stage(call.lease_id, call.holder, body.completion(), call.by),
     )
 
 
@@ -138,5 +136,5 @@ def fail(body: FailRequest, call: LeaseDep) -> dict[str, Any]:
     return _report(
         call,
         body.trace,
-        lambda app: app.fail_stage(call.lease_id, call.agent, body.failure(), call.by),
+        lambda app: app.fail_stage(call.lease_id, call.holder, body.failure(), call.by),
     )

@@ -50,6 +50,7 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/audit"): AUDITORS,
     ("GET", "/v1/events"): AUDITORS,
     ("GET", "/v1/projections"): OPERATORS,
+    ("GET", "/v1/health"): OPERATORS,
     ("GET", "/healthz"): ANYONE,
     ("GET", "/readyz"): ANYONE,
     ("GET", "/metrics"): ANYONE,

@@ -8,13 +8,14 @@ import pytest
 
 from api.container import Container
 from bus.advance import Bus
-from domain.values import By, Completion, NewItem
+from domain.values import By, Claimant, Completion, NewItem
 from projections.follower import read_batch
 
 pytestmark = pytest.mark.integration
 
 OPS = By("operator:test", "t")
 SPEC = {"stages": [{"name": "draft"}, {"name": "edit"}]}
+WORKER = Claimant("a", frozenset({"draft"}))
 
 
 def _completed_items(container: Container, count: int) -> list[Any]:
@@ -24,8 +25,8 @@ def _completed_items(container: Container, count: int) -> list[Any]:
     ids = []
     for n in range(count):
         item, _ = app.create_item(NewItem("p", "t", str(n), {}, str(n)), OPS)
-        _, lease, _ = app.claim(item.id, "draft", "a", agent)
-        app.complete_stage(lease, "a", Completion(output={"n": n}), agent)
+        _, lease, _ = app.claim(item.id, "draft", WORKER, agent)
+        app.complete_stage(lease, WORKER, Completion(output={"n": n}), agent)
         ids.append(item.id)
     return ids
 

@@ -10,13 +10,14 @@ import pytest
 
 from api.container import Container
 from domain.errors import ConcurrentUpdate, StateConflict
-from domain.values import By, Completion, NewItem, Report
+from domain.values import By, Claimant, Completion, NewItem, Report
 from tests.helpers import ARTICLE_SPEC
 
 pytestmark = pytest.mark.integration
 
 OPS = By("operator:test", "t")
 NEW = NewItem("article", "t", "x", {}, "f")
+RESEARCH = frozenset({"research"})
 
 
 def _race(workers: list[Callable[[], object]]) -> list[object]:
@@ -46,7 +47,9 @@ def test_two_agents_claiming_one_item_at_once_exactly_one_wins(container: Contai
     for _ in range(20):
         results = _race(
             [
-                lambda name=name, item=item: app.claim(item.id, "research", name, By(name, "t"))
+                lambda name=name, item=item: app.claim(
+                    item.id, "research", Claimant(name, RESEARCH), By(name, "t")
+                )
                 for name in ("a", "b")
             ]
         )
@@ -65,13 +68,14 @@ def test_a_completion_racing_a_cancel_leaves_one_consistent_history(container: C
     app = container.app
     app.put_pipeline("article", ARTICLE_SPEC, OPS)
     agent = By("agent:a", "t")
+    holder = Claimant("a", RESEARCH)
     completion = Completion(report=Report(cost_usd=Decimal("0.1")))
     for _ in range(10):
         item, _ = app.create_item(NEW, OPS)
-        _, lease, _ = app.claim(item.id, "research", "a", agent)
+        _, lease, _ = app.claim(item.id, "research", holder, agent)
         results = _race(
             [
-                lambda lease=lease: app.complete_stage(lease, "a", completion, agent),
+                lambda lease=lease: app.complete_stage(lease, holder, completion, agent),
                 lambda item=item: app.cancel_item(item.id, OPS),
             ]
         )

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from api.container import Container
 from bus.governor import Governor
 from domain.budget import Budget
-from domain.values import By, Completion, Limits, NewItem, Report
+from domain.values import By, Claimant, Completion, Limits, NewItem, Report
 from projections.base import ViewGroup
 from projections.follower import read_batch
 
@@ -18,14 +18,15 @@ pytestmark = pytest.mark.integration
 
 OPS = By("operator:test", "t")
 BOT = By("agent:bot", "t")
+WORKER = Claimant("bot", frozenset({"work"}))
 
 
 def _spend(container: Container, cost: str) -> None:
     """One completion costing `cost`, counted by the views."""
     app = container.app
     item, _ = app.create_item(NewItem("p", "t", "x", {}), OPS)
-    _, lease, _ = app.claim(item.id, "work", "bot", BOT)
-    app.complete_stage(lease, "bot", Completion(report=Report(Decimal(cost))), BOT)
+    _, lease, _ = app.claim(item.id, "work", WORKER, BOT)
+    app.complete_stage(lease, WORKER, Completion(report=Report(Decimal(cost))), BOT)
     views = ViewGroup(list(container.views.values()))
     after = views.position()
     views.process_batch(read_batch(app.recorder, app.mapper, after, 1000), after)

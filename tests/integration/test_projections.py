@@ -12,7 +12,16 @@ from psycopg import sql
 
 from api.container import Container
 from domain.item import Item
-from domain.values import By, Completion, Failure, NewItem, Registration, Report, TopicFacts
+from domain.values import (
+    By,
+    Claimant,
+    Completion,
+    Failure,
+    NewItem,
+    Registration,
+    Report,
+    TopicFacts,
+)
 from projections import maintenance
 from tests.helpers import ARTICLE_SPEC
 
@@ -54,15 +63,16 @@ def _work_through(container: Container, items: int, seed: int = 7) -> list[Item]
             stage = current.stage
             agent = f"{stage}-bot"
             by = By(f"agent:{agent}", "t")
-            _, lease, _ = app.claim(item.id, stage, agent, by)
+            holder = Claimant(agent, frozenset({stage}))
+            _, lease, _ = app.claim(item.id, stage, holder, by)
             roll = rng.random()
             report = Report(Decimal("0.01") * rng.randint(0, 9), 10, 5, 3)
             if roll < 0.2:
                 failure = Failure("flaky", retryable=rng.random() < 0.7, report=report)
-                app.fail_stage(lease, agent, failure, by)
+                app.fail_stage(lease, holder, failure, by)
             else:
                 outcome = "revise" if stage == "edit" and roll < 0.5 else None
-                app.complete_stage(lease, agent, Completion({"stage": stage}, outcome, report), by)
+                app.complete_stage(lease, holder, Completion({"stage": stage}, outcome, report), by)
             trigger = _last_event(container, item.id)
             app.decide([(trigger, By("system:bus", "t"))])
             if rng.random() < 0.05:

@@ -22,13 +22,23 @@ from domain.errors import (
     StateConflict,
 )
 from domain.item import Item, LeaseEnded, Status
-from domain.values import By, Completion, Failure, Limits, NewItem, Registration, TopicFacts
+from domain.values import (
+    By,
+    Claimant,
+    Completion,
+    Failure,
+    Limits,
+    NewItem,
+    Registration,
+    TopicFacts,
+)
 
 pytestmark = pytest.mark.unit
 
 OPS = By("operator:ops", "req-1")
 BUS = By("system:bus", "event:1")
 WRITER = By("agent:writer", "req-2")
+HOLDER = Claimant("writer", frozenset({"draft", "publish"}))
 SPEC = {
     "stages": [
         {"name": "draft", "lease_seconds": 60, "retry_backoff_seconds": 0},
@@ -64,7 +74,7 @@ def _new(title: str = "An item") -> NewItem:
 
 def _claimed(app: StateOwner) -> tuple[Item, str]:
     item, _ = app.create_item(_new(), OPS)
-    _, lease, _ = app.claim(item.id, "draft", "writer", WRITER)
+    _, lease, _ = app.claim(item.id, "draft", HOLDER, WRITER)
     return item, lease
 
 
@@ -121,26 +131,26 @@ class TestLeases:
         """The holder's completion is appended once; the identical report again appends nothing."""
         _, lease = _claimed(app)
         completion = Completion({"text": "done"})
-        saved, position = app.complete_stage(lease, "writer", completion, WRITER)
+        saved, position = app.complete_stage(lease, HOLDER, completion, WRITER)
         assert (saved.status, position) == (Status.ADVANCING, app.position())
         with pytest.raises(RepeatedCompletion):
-            app.complete_stage(lease, "writer", completion, WRITER)
+            app.complete_stage(lease, HOLDER, completion, WRITER)
         assert app.position() == position
 
     def test_a_lease_past_its_expiry_is_lost(self, app: StateOwner, clock: Clock) -> None:
         """Once the application's clock passes the lease's end, its holder's heartbeat is refused."""
         _, lease = _claimed(app)
-        app.renew_lease(lease, "writer", WRITER)
+        app.renew_lease(lease, HOLDER, WRITER)
         clock.now += timedelta(seconds=61)
         with pytest.raises(LeaseLost):
-            app.renew_lease(lease, "writer", WRITER)
+            app.renew_lease(lease, HOLDER, WRITER)
 
     def test_a_second_claim_of_a_claimed_item_is_refused(self, app: StateOwner) -> None:
         """Claiming a stage someone holds is a state conflict, and appends nothing."""
         item, _ = _claimed(app)
         head = app.position()
         with pytest.raises(StateConflict):
-            app.claim(item.id, "draft", "rival", By("agent:rival", "r"))
+            app.claim(item.id, "draft", Claimant("rival", HOLDER.stages), By("agent:rival", "r"))
         assert app.position() == head
 
 
@@ -149,7 +159,7 @@ class TestDecisions:
         """decide appends the next stage's StageReady; deciding the same trigger again appends
         nothing."""
         item, lease = _claimed(app)
-        app.complete_stage(lease, "writer", Completion(), WRITER)
+        app.complete_stage(lease, HOLDER, Completion(), WRITER)
         trigger = _trigger(app, item.id)
         assert app.decide([(trigger, BUS)]) == app.position()
         assert (app.item(item.id).stage, app.item(item.id).status) == ("publish", "ready")
@@ -160,7 +170,7 @@ class TestDecisions:
     def test_a_decision_and_its_tracking_are_saved_together(self, app: StateOwner) -> None:
         """A tracking position recorded already refuses the whole decision: nothing is appended."""
         item, lease = _claimed(app)
-        app.fail_stage(lease, "writer", Failure("flaky"), WRITER)
+        app.fail_stage(lease, HOLDER, Failure("flaky"), WRITER)
         trigger = _trigger(app, item.id)
         app.recorder.insert_tracking(Tracking(app.name, 7))
         head = app.position()
@@ -177,7 +187,7 @@ class TestDecisions:
         triggers = []
         for _ in range(2):
             item, lease = _claimed(app)
-            app.complete_stage(lease, "writer", Completion(), WRITER)
+            app.complete_stage(lease, HOLDER, Completion(), WRITER)
             triggers.append((_trigger(app, item.id), BUS))
         head = app.position()
         assert app.decide(triggers) == head + 2
@@ -191,8 +201,8 @@ class TestDecisions:
         assert told == [("draft", item.id)]
         app.put_pipeline("slow", {"stages": [{"name": "draft", "retry_backoff_seconds": 60}]}, OPS)
         slow, _ = app.create_item(NewItem("slow", "news", "s", {}), OPS)
-        _, slow_lease, _ = app.claim(slow.id, "draft", "writer", WRITER)
-        app.fail_stage(slow_lease, "writer", Failure("flaky"), WRITER)
+        _, slow_lease, _ = app.claim(slow.id, "draft", HOLDER, WRITER)
+        app.fail_stage(slow_lease, HOLDER, Failure("flaky"), WRITER)
         app.decide([(_trigger(app, slow.id), BUS)])
         assert told == [("draft", item.id), ("draft", slow.id)]
 

@@ -26,7 +26,7 @@ from domain.errors import (
 from domain.guards import Advance, Complete, Halt, Park, Step
 from domain.item import Item, LeaseEnded, Status, report_fingerprint
 from domain.pipeline import PipelineSpec, known_outcomes, parse_spec
-from domain.values import By, Completion, Failure, NewItem, Report
+from domain.values import By, Claimant, Completion, Failure, NewItem, Report
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +44,7 @@ SPEC = parse_spec(
     }
 )
 BUS = By("system:bus", "trigger")
+STAGES = frozenset({"draft", "review", "ship"})
 SWEEP = By("system:sweeper", "sweep")
 OPS = By("operator:ops", "req")
 HALT = Halt("budget", "over budget", then=Complete())
@@ -54,8 +55,17 @@ def _start(spec: PipelineSpec = SPEC, item_id: uuid.UUID = ITEM_ID) -> Item:
     return Item.start(item_id, new, pipeline_version=1, spec=spec, by=By("agent:writer", "req-1"))
 
 
+def _as(agent: str) -> Claimant:
+    """An agent that may work on every stage of SPEC."""
+    return Claimant(agent, STAGES)
+
+
+WRITER = _as("writer")
+
+
 def _claim(item: Item, stage: str | None = None, agent: str = "writer", now: datetime = NOW) -> str:
-    return item.claim(stage or item.stage, agent, now, By(f"agent:{agent}", "req"))
+    stage = stage or item.stage
+    return item.claim(stage, _as(agent), now, By(f"agent:{agent}", "req"))
 
 
 def _complete(
@@ -73,7 +83,7 @@ def _complete(
     """Complete the lease; returns the StageCompleted it recorded, the bus's trigger."""
     report = Report(cost_usd, tokens_in, tokens_out, 1234, {"steps": 1})
     completion = Completion({"text": "hello"} if output is None else output, outcome, report)
-    item.complete_stage(lease_id, agent, completion, now, By(f"agent:{agent}", "req"))
+    item.complete_stage(lease_id, _as(agent), completion, now, By(f"agent:{agent}", "req"))
     return _last_event(item)
 
 
@@ -91,7 +101,7 @@ def _fail(
 ) -> LeaseEnded:
     """Fail the lease; returns the StageFailed it recorded, the bus's trigger."""
     failure = Failure(error, retryable, Report(cost_usd, tokens_in, tokens_out, 10, None))
-    item.fail_stage(lease_id, agent, failure, now, By(f"agent:{agent}", "req"))
+    item.fail_stage(lease_id, _as(agent), failure, now, By(f"agent:{agent}", "req"))
     return _last_event(item)
 
 
@@ -236,7 +246,7 @@ def test_renew_lease_extends_expiry_from_now() -> None:
     lease = _claim(item)
     item.collect_events()
     later = NOW + timedelta(seconds=30)
-    item.renew_lease(lease, "writer", later, By("agent:writer", "r"))
+    item.renew_lease(lease, WRITER, later, By("agent:writer", "r"))
     assert item.lease_expires_at == later + timedelta(seconds=60)
     assert _names(item) == ["LeaseRenewed"]
 
@@ -247,11 +257,11 @@ def test_renew_lease_refuses_other_agents_and_expired_leases() -> None:
     lease = _claim(item)
     by = By("agent:writer", "r")
     with pytest.raises(NotLeaseHolder):
-        item.renew_lease(lease, "rival", NOW, by)
+        item.renew_lease(lease, _as("rival"), NOW, by)
     with pytest.raises(LeaseLost, match="expired"):
-        item.renew_lease(lease, "writer", NOW + timedelta(seconds=60), by)
+        item.renew_lease(lease, WRITER, NOW + timedelta(seconds=60), by)
     with pytest.raises(LeaseLost):
-        item.renew_lease("bogus", "writer", NOW, by)
+        item.renew_lease("bogus", WRITER, NOW, by)
 
 
 # -- completion -------------------------------------------------------------------------------------
@@ -522,7 +532,7 @@ def test_halt_clears_the_lease_and_refuses_a_second_halt() -> None:
     with pytest.raises(StateConflict, match="cannot be halted"):
         item.carry_out(HALT, BUS)
     with pytest.raises(LeaseLost):
-        item.renew_lease(lease, "writer", NOW, By("agent:writer", "late"))
+        item.renew_lease(lease, WRITER, NOW, By("agent:writer", "late"))
     parked = _start()
     _fail(parked, _claim(parked), retryable=False)
     parked.carry_out(Park("failed", "x"), BUS)
@@ -676,7 +686,7 @@ def test_replaying_the_events_rebuilds_the_same_item() -> None:
     item = _advancing_on_review()
     _decide(item, _last_event(item))
     lease = _claim(item)
-    item.renew_lease(lease, "writer", NOW, By("agent:writer", "r"))
+    item.renew_lease(lease, WRITER, NOW, By("agent:writer", "r"))
     _fail(item, lease)
     events = item.collect_events()
     replayed = reduce(lambda aggregate, event: event.mutate(aggregate), events, None)
