@@ -170,6 +170,7 @@ class Container:
     def close(self) -> None:
         if not self.started:
             return
+        self.claims.close()
         for follower in self.followers:
             follower.request_stop()
         self.ready.request_stop()

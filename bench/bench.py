@@ -10,12 +10,14 @@ embedded one in a temporary directory), and prints:
 - the library's bare Application.save rate on the same database, for reference;
 - trigger latency: a completion's 200 -> the waiting claim on the next stage returning (p50/p99);
 - claim→complete cycles per second with 4, 16 and 64 concurrent agents;
-- the projection rebuild rate over the log the run left behind.
+- the projection rebuild rate over the log the run left behind;
+- with 1,000 long-poll claims waiting: /healthz latency (p50/p99) and the memory they hold.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 import statistics
@@ -71,7 +73,7 @@ def fresh_database(server_url: str | None) -> Iterator[str]:
 
 
 @contextmanager
-def served(database_url: str, port: int) -> Iterator[str]:
+def served(database_url: str, port: int) -> Iterator[tuple[str, int]]:
     env = {
         **os.environ,
         "STATEOWNER_DATABASE_URL": database_url,
@@ -88,7 +90,7 @@ def served(database_url: str, port: int) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -250,6 +252,66 @@ def rebuild_rate(database_url: str, names: list[str]) -> tuple[int, float]:
         container.close()
 
 
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def waiting_claims(base: str, pid: int, count: int) -> tuple[list[float], float, int]:
+    """Park `count` long-poll claims (30 s) on an idle stage, then time /healthz while they wait;
+    returns the latencies (ms), the memory they hold (MiB) and how many the server saw waiting."""
+    agents = 10
+    with client(base, ADMIN) as admin:
+        tokens = [
+            admin.post(
+                "/v1/agents", json={"name": f"idle{n}", "role": "agent", "stages": ["idle"]}
+            ).json()["token"]
+            for n in range(agents)
+        ]
+    before = rss_mib(pid)
+    stop = threading.Event()
+
+    async def park() -> None:
+        limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
+            claims = [
+                asyncio.create_task(
+                    http.post(
+                        "/v1/claims",
+                        json={"stage": "idle", "wait_seconds": 30},
+                        headers={"Authorization": f"Bearer {tokens[n % agents]}"},
+                    )
+                )
+                for n in range(count)
+            ]
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            for claim in claims:
+                claim.cancel()
+
+    parker = threading.Thread(target=asyncio.run, args=(park(),))
+    parker.start()
+    waiting = 0
+    with client(base, ADMIN) as admin:
+        for _ in range(600):
+            waiting = admin.get("/v1/health").json()["claims_waiting"]
+            if waiting >= count:
+                break
+            time.sleep(0.05)
+        held = rss_mib(pid) - before
+        latencies = []
+        with httpx.Client(base_url=base, timeout=30) as probe:
+            for _ in range(300):
+                started = time.perf_counter()
+                probe.get("/healthz").raise_for_status()
+                latencies.append((time.perf_counter() - started) * 1000)
+    stop.set()
+    parker.join()
+    return latencies, held, waiting
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -263,6 +325,7 @@ def main() -> None:
     parser.add_argument("--handoffs", type=int, default=200)
     parser.add_argument("--items", type=int, default=400, help="items per throughput run")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--waiting", type=int, default=1000, help="claims to park for /healthz")
     args = parser.parse_args()
     where = "external PostgreSQL" if args.database_url else "embedded PostgreSQL"
     print(f"stateowner benchmark on {where}, {os.cpu_count()} cores")
@@ -270,7 +333,7 @@ def main() -> None:
         print(
             f"library Application.save (bare, one thread): {bare_save_rate(database_url):8.0f} saves/s"
         )
-        with served(database_url, args.port or free_port()) as base:
+        with served(database_url, args.port or free_port()) as (base, pid):
             tokens = setup(base)
             latencies = trigger_latency(base, tokens, args.handoffs)
             print(
@@ -281,6 +344,11 @@ def main() -> None:
             for agents in (4, 16, 64):
                 rate = throughput(base, tokens, agents, args.items)
                 print(f"claim→complete cycles with {agents:2d} agents: {rate:8.0f} cycles/s")
+            latencies, held, waiting = waiting_claims(base, pid, args.waiting)
+            print(
+                f"/healthz with {waiting} claims waiting: p50 {statistics.median(latencies):6.2f} ms"
+                f"   p99 {percentile(latencies, 0.99):6.2f} ms   memory they hold {held:6.1f} MiB"
+            )
         for names in (
             ["item_status"],
             ["item_status", "topics", "agents", "spend", "budgets", "audit"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -69,6 +70,13 @@ class Claims:
     max_waiting_per_agent: int
     count: ClaimCounter = _uncounted
     _waiting: Counter[str] = field(default_factory=Counter)
+    _closing: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        """Stop waiting: every waiting claim answers at once, with nothing, so a stopping server
+        does not wait out their long polls."""
+        self._closing.set()
+        self.ready.wake_all()
 
     @property
     def waiting(self) -> int:
@@ -99,7 +107,7 @@ class Claims:
                             self.ready.nudge(stage)  # more may be ready than was signalled
                         return attempt.claimed
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or self._closing.is_set():
                         self.count(stage, "empty")
                         return None
                     woken = await self.ready.wait(stage, seen, min(attempt.next_wake, remaining))

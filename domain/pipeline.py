@@ -195,12 +195,12 @@ class SpecLimits:
 
 def accept_spec(raw: Any, limits: SpecLimits) -> PipelineSpec:
     """Validate a spec an operator puts, within the service's limits."""
-    size = len(json.dumps(raw, default=str, separators=(",", ":")).encode())
-    if size > limits.max_bytes:
-        raise InvalidPipelineSpec(f"the spec is {size} bytes; at most {limits.max_bytes}")
     stages = raw.get("stages") if isinstance(raw, Mapping) else None
     if isinstance(stages, list) and len(stages) > limits.max_stages:
         raise InvalidPipelineSpec(f"stages has {len(stages)} stages; at most {limits.max_stages}")
+    size = len(json.dumps(raw, default=str, separators=(",", ":")).encode())
+    if size > limits.max_bytes:
+        raise InvalidPipelineSpec(f"the spec is {size} bytes; at most {limits.max_bytes}")
     spec = parse_spec(raw)
     routes = sum(len(stage.on) for stage in spec.stages)
     if routes > limits.max_routes:

@@ -112,6 +112,13 @@ class ReadySignal(Background):
         with self._lock:
             self._wake_one(stage)
 
+    def wake_all(self) -> None:
+        """Wake every waiter: the process is stopping."""
+        with self._lock:
+            for queue in self._waiters.values():
+                while queue:
+                    queue.popleft().wake()
+
     def _wake_one(self, stage: str) -> None:
         queue = self._waiters.get(stage)
         if queue:

@@ -3,6 +3,7 @@ sends them as the built-in admin to a real `stateowner serve`: no answer may be 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -46,7 +48,10 @@ def fuzz_target(
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_target: LiveService) -> Any:
-    return schemathesis.openapi.from_url(f"{fuzz_target.base}/openapi.json")
+    loaded = schemathesis.openapi.from_url(f"{fuzz_target.base}/openapi.json")
+    # Any code point, lone surrogates included (the default draws only UTF-8-encodable text).
+    loaded.config.generation.update(codec=None, allow_x00=True)
+    return loaded
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -70,3 +75,42 @@ def test_no_request_gets_a_server_error(case: Any, fuzz_target: LiveService) -> 
     if response.status_code >= 400:
         content_type = response.headers["content-type"]
         assert content_type == ["application/problem+json"], response.text[:300]
+
+
+# Any JSON a careless client could send: lone surrogates, NUL, NaN, infinities, deep nesting.
+careless_text = st.text(st.characters(codec=None), max_size=8)
+careless_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | careless_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(careless_text, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(value=careless_json, nesting=st.integers(0, 120))
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_careless_json_is_stored_or_refused_never_a_server_error(
+    fuzz_target: LiveService, value: Any, nesting: int
+) -> None:
+    """Whatever JSON lands in an item's input — surrogates, NaN, infinities, nesting past the
+    limit — it is created (201) or refused (422); never a 5xx."""
+    for _ in range(nesting):
+        value = [value]
+    body = {"pipeline": "p", "topic": "t", "title": "x", "input": {"v": value}}
+    content = json.dumps(body, ensure_ascii=True, allow_nan=True).encode()
+    with fuzz_target.client() as admin:
+        response = admin.post(
+            "/v1/items", content=content, headers={"content-type": "application/json"}
+        )
+    assert response.status_code in (201, 422), (response.status_code, response.text[:300])
