@@ -52,7 +52,11 @@ def test_a_database_outage_is_503_and_the_service_recovers(tmp_path: Path) -> No
                 outage = admin.post("/v1/items", json={"pipeline": "p", "topic": "t", "title": "x"})
                 assert outage.status_code == 503
                 assert outage.json()["code"] == "unavailable"
-                assert httpx.get(f"{service.base}/readyz").status_code == 503
+                readiness = httpx.get(f"{service.base}/readyz")
+                assert readiness.status_code == 503
+                assert readiness.json()["checks"]["database"] == "failing"
+                assert set(readiness.json()["checks"].values()) <= {"ok", "failing"}
+                assert str(pgdata) not in readiness.text, "no connection facts for strangers"
 
                 server = get_server(pgdata, cleanup_mode="stop")
                 _wait(lambda: admin.get("/v1/pipelines/p").status_code == 200)
