@@ -9,6 +9,7 @@ import threading
 import tomllib
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from domain.errors import DomainError
 from domain.values import By, Registration
 from projections import maintenance
 from projections.base import View
+from store import ledger
 
 cli = typer.Typer(
     help="stateowner: the event-sourced owner of shared agent state.", no_args_is_help=True
@@ -38,6 +40,11 @@ pipelines_cli = typer.Typer(help="Define pipelines.", no_args_is_help=True)
 cli.add_typer(projections_cli, name="projections")
 cli.add_typer(agents_cli, name="agents")
 cli.add_typer(pipelines_cli, name="pipelines")
+log_cli = typer.Typer(
+    help="Check the log's hash chain, export a range of it, check an export offline.",
+    no_args_is_help=True,
+)
+cli.add_typer(log_cli, name="log")
 
 console = Console()
 errors = Console(stderr=True)
@@ -232,6 +239,58 @@ def apply_pipeline(
         container.close()
     console.print(
         f"pipeline {pipeline.name} is at version {pipeline.version} (position {position})"
+    )
+
+
+@log_cli.command("verify")
+def log_verify(
+    after: Annotated[int, typer.Option(help="start after this position, trusting its hash")] = 0,
+) -> None:
+    """Recompute the hash chain to the head; exit 1 naming the first position that breaks it."""
+    container = _container()  # its start chains any events an earlier release appended
+    try:
+        result = ledger.verify(container.database.conninfo, after)
+    finally:
+        container.close()
+    if result.broken is not None:
+        errors.print(f"[red]{result.broken.describe()}[/red]")
+        raise typer.Exit(1)
+    console.print(
+        f"chain intact: {result.events} events after position {after}, up to {result.last}"
+    )
+
+
+@log_cli.command("export")
+def log_export(
+    after: Annotated[int, typer.Option(help="export the events after this position")] = 0,
+    until: Annotated[int | None, typer.Option(help="and up to this one")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="write here (JSON Lines); default: standard output")
+    ] = None,
+) -> None:
+    """Write a range of the log as JSON Lines, each event with its hash, after its anchor."""
+    container = _container()
+    try:
+        with out.open("w") if out is not None else nullcontext(sys.stdout) as stream:
+            written = ledger.export(container.database.conninfo, stream, after, until)
+    finally:
+        container.close()
+    if out is not None:
+        console.print(f"exported {written} events after position {after} to {out}")
+
+
+@log_cli.command("check")
+def log_check(
+    file: Annotated[Path, typer.Argument(help="an export", exists=True, dir_okay=False)],
+) -> None:
+    """Verify an export offline, without the database; exit 1 naming the first bad line."""
+    with file.open() as lines:
+        result = ledger.check(line.rstrip("\n") for line in lines)
+    if result.problem is not None:
+        errors.print(f"[red]{file}: {result.problem}[/red]")
+        raise typer.Exit(1)
+    console.print(
+        f"{file}: chain intact, {result.events} events up to position {result.last_position}"
     )
 
 

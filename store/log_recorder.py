@@ -1,11 +1,13 @@
-"""The event log's writer: the library's process recorder, appending in one round trip.
+"""The event log's writer: the library's process recorder, appending in one round trip, and
+chaining every event's hash to the one before it.
 
 The library appends with LOCK TABLE, INSERT, a fetch of the new ids and COMMIT as separate round
 trips, all holding the table lock; under load, writers queue on that lock while its holder waits
 for its own Python thread to send the next step. Here one statement, a function, takes the same
-EXCLUSIVE lock, records the tracking position (if any), inserts the events and NOTIFYs, and its
-implicit transaction commits at once: the same gap-free order for followers, the lock held only
-while the database works.
+EXCLUSIVE lock, records the tracking position (if any), numbers the events, chains their hashes
+(see `store/chain.py`), inserts them and NOTIFYs, and its implicit transaction commits at once:
+the same gap-free order for followers, the lock held only while the database works, and the
+chain computed in the order the log has.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from typing import Any
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.utils import retry
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 
 FUNCTION_SUFFIX = "_append"
+RECHAIN_SUFFIX = "_rechain"
+GENESIS = SQL("'\\x" + "00" * 32 + "'::bytea")
+# The bytes a hash covers, for a row or an array element `e` at position `id` (store/chain.py).
+HASHED = SQL(
+    "int8send({id}) || uuid_send({e}.originator_id) || int8send({e}.originator_version) "
+    "|| int4send(octet_length(convert_to({e}.topic, 'UTF8'))) || convert_to({e}.topic, 'UTF8') "
+    "|| int4send(octet_length({e}.state)) || {e}.state"
+)
 
 
 class SingleTripRecorder(PostgresProcessRecorder):
@@ -32,15 +42,42 @@ class SingleTripRecorder(PostgresProcessRecorder):
         super().__init__(
             datastore, events_table_name=events_table_name, tracking_table_name=tracking_table_name
         )
-        schema = Identifier(self.datastore.schema)
-        function = Identifier(self.events_table_name + FUNCTION_SUFFIX)
-        events = Identifier(self.events_table_name)
-        tracking = Identifier(self.tracking_table_name)
-        self.sql_create_statements.append(
+        names = {
+            "schema": Identifier(self.datastore.schema),
+            "events": Identifier(self.events_table_name),
+            "tracking": Identifier(self.tracking_table_name),
+            "event_type": Identifier(self.stored_event_type_name),
+            "channel": Identifier(self.channel_name),
+            "append": Identifier(self.events_table_name + FUNCTION_SUFFIX),
+            "rechain": Identifier(self.events_table_name + RECHAIN_SUFFIX),
+            "unchained": Identifier(self.events_table_name + "_unchained_idx"),
+            "genesis": GENESIS,
+            "sequence": Literal(f"{self.datastore.schema}.{self.events_table_name}"),
+            "hash_of_e": HASHED.format(id=SQL("id"), e=SQL("e")),
+            "hash_of_r": HASHED.format(id=SQL("r.notification_id"), e=SQL("r")),
+        }
+        self.sql_create_statements.extend(
+            statement.format(**names) for statement in self._schema_statements()
+        )
+        self.append_statement = SQL("SELECT * FROM {schema}.{append}(%s, %s, %s)").format(**names)
+        self.rechain_statement = SQL("SELECT {schema}.{rechain}()").format(**names)
+        self.returned_column = self.events_table_name + FUNCTION_SUFFIX
+
+    @staticmethod
+    def _schema_statements() -> list[SQL]:
+        return [
+            # A log written before the chain existed gets the column, then its chain (rechain).
+            SQL("ALTER TABLE {schema}.{events} ADD COLUMN IF NOT EXISTS hash bytea"),
             SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "CREATE INDEX IF NOT EXISTS {unchained} ON {schema}.{events} (notification_id) "
+                "WHERE hash IS NULL"
+            ),
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{append}("
                 "events {schema}.{event_type}[], tracking_name text, tracking_id bigint) "
                 "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
+                "DECLARE previous bytea; ids bigint[] := '{{}}'; hashes bytea[] := '{{}}'; "
+                "  e {schema}.{event_type}; id bigint; "
                 "BEGIN "
                 "  LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE; "
                 "  IF tracking_name IS NOT NULL THEN "
@@ -53,25 +90,53 @@ class SingleTripRecorder(PostgresProcessRecorder):
                 "      MESSAGE = 'tracking position ' || tracking_id || ' recorded already'; "
                 "    END IF; "
                 "  END IF; "
+                "  SELECT hash INTO previous FROM {schema}.{events} "
+                "    ORDER BY notification_id DESC LIMIT 1; "
+                "  previous := coalesce(previous, {genesis}); "
+                "  FOREACH e IN ARRAY events LOOP "
+                "    id := nextval(pg_get_serial_sequence({sequence}, 'notification_id')); "
+                "    previous := sha256(previous || {hash_of_e}); "
+                "    ids := ids || id; hashes := hashes || previous; "
+                "  END LOOP; "
                 "  NOTIFY {channel}; "
                 "  RETURN QUERY INSERT INTO {schema}.{events} "
-                "    (originator_id, originator_version, topic, state) "
-                "    SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+                "    (notification_id, originator_id, originator_version, topic, state, hash) "
+                "    SELECT ids[n], originator_id, originator_version, topic, state, hashes[n] "
+                "    FROM unnest(events) WITH ORDINALITY "
+                "    AS u(originator_id, originator_version, topic, state, n) "
                 "    RETURNING notification_id; "
                 "END $BODY$"
-            ).format(
-                schema=schema,
-                function=function,
-                event_type=Identifier(self.stored_event_type_name),
-                events=events,
-                tracking=tracking,
-                channel=Identifier(self.channel_name),
-            )
-        )
-        self.append_statement = SQL("SELECT * FROM {schema}.{function}(%s, %s, %s)").format(
-            schema=schema, function=function
-        )
-        self.returned_column = self.events_table_name + FUNCTION_SUFFIX
+            ),
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{rechain}() RETURNS bigint "
+                "LANGUAGE plpgsql AS $BODY$ "
+                "DECLARE previous bytea; r record; chained bigint := 0; "
+                "BEGIN "
+                "  IF NOT EXISTS (SELECT 1 FROM {schema}.{events} WHERE hash IS NULL) THEN "
+                "    RETURN 0; "
+                "  END IF; "
+                "  LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE; "
+                "  SELECT hash INTO previous FROM {schema}.{events} WHERE notification_id < "
+                "    (SELECT min(notification_id) FROM {schema}.{events} WHERE hash IS NULL) "
+                "    ORDER BY notification_id DESC LIMIT 1; "
+                "  previous := coalesce(previous, {genesis}); "
+                "  FOR r IN SELECT * FROM {schema}.{events} WHERE hash IS NULL "
+                "      ORDER BY notification_id LOOP "
+                "    previous := sha256(previous || {hash_of_r}); "
+                "    UPDATE {schema}.{events} SET hash = previous "
+                "      WHERE notification_id = r.notification_id; "
+                "    chained := chained + 1; "
+                "  END LOOP; "
+                "  RETURN chained; "
+                "END $BODY$"
+            ),
+        ]
+
+    def create_table(self) -> None:
+        """Create what is missing; then chain any events an earlier release appended."""
+        super().create_table()
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self.rechain_statement)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
