@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.auth import new_token
-from api.container import Container
+from api.container import EVENTS_CHANNEL, Container
 from api.logs import configure_logging
 from api.settings import Settings
 from domain.agent import Agent, hash_token
@@ -27,6 +27,8 @@ from domain.errors import DomainError
 from domain.values import By, Registration
 from projections import maintenance
 from projections.base import View
+from projections.follower import notify
+from projections.poison import SKIPPED, NotDeadLettered
 from store import ledger
 
 cli = typer.Typer(
@@ -161,11 +163,18 @@ def verify(
                 verified = maintenance.verify(
                     view_class, container.database, app.recorder, app.mapper, advance
                 )
-                results.append((view_class.name, verified))
+                letters = container.dead_letters.all(view_class.name)
+                results.append((view_class.name, verified, letters))
     finally:
         container.close()
     drift = 0
-    for view_name, (position, differences) in results:
+    for view_name, (position, differences), letters in results:
+        for letter in letters:
+            console.print(
+                f"{view_name}: position {letter.position} {letter.status}"
+                + (f" by {letter.skipped_by}: {letter.reason}" if letter.status == SKIPPED else "")
+                + f" ({letter.event_type}: {letter.error})"
+            )
         if differences:
             for difference in differences:
                 console.print(f"[red]drift[/red] {difference.describe()}")
@@ -179,6 +188,27 @@ def verify(
         raise typer.Exit(1)
 
 
+@projections_cli.command("skip")
+def skip(
+    name: Annotated[str, typer.Argument(help="the projection stopped at an event")],
+    position: Annotated[int, typer.Argument(help="the dead-lettered event's position")],
+    reason: Annotated[str, typer.Option(help="why it is safe to pass over (recorded)")],
+) -> None:
+    """Let a projection stopped at an event it cannot apply go on past it; the decision is
+    recorded with the reason. Refused unless the position is its open dead letter."""
+    _view_classes(name)
+    container = _container()
+    try:
+        maintenance.skip(container.database, name, position, reason, CLI_ACTOR)
+        notify(container.pool, EVENTS_CHANNEL)  # running followers go on now
+    except NotDeadLettered as error:
+        errors.print(f"refused: {error}")
+        raise typer.Exit(2) from None
+    finally:
+        container.close()
+    console.print(f"{name} goes on past position {position}")
+
+
 @projections_cli.command("status")
 def status() -> None:
     """Each follower's position, the log head and the lag."""
@@ -189,6 +219,12 @@ def status() -> None:
         for view_name, position in positions.items():
             table.add_row(view_name, str(position), str(head), str(max(head - position, 0)))
         console.print(table)
+        for letter in container.dead_letters.all():
+            console.print(
+                f"{letter.view}: {letter.status} dead letter at position {letter.position} "
+                f"({letter.event_type}): {letter.error}"
+                + (f"; skipped by {letter.skipped_by}: {letter.reason}" if letter.reason else "")
+            )
     finally:
         container.close()
 

@@ -29,6 +29,7 @@ from projections.base import View, ViewGroup
 from projections.follower import Follower, LogSource, notify
 from projections.item_status import READY_CHANNEL
 from projections.maintenance import VIEWS
+from projections.poison import DeadLetters
 from projections.queries import EVENTS_TABLE, Queries
 from projections.ready import ReadySignal, RecentClaims
 from store.database import Database, resolve
@@ -44,6 +45,7 @@ class Container:
     app: StateOwner
     datastore: PostgresDatastore
     views: dict[str, View]
+    dead_letters: DeadLetters
     pool: ConnectionPool[Connection[DictRow]]
     queries: Queries
     ops_queries: Queries
@@ -75,7 +77,8 @@ class Container:
         if not self.started:
             self._connect()
         if projections:
-            self.followers.append(self._follower(ViewGroup(list(self.views.values()))))
+            group = ViewGroup(list(self.views.values()), self.dead_letters)
+            self.followers.append(self._follower(group))
         if bus:
             self.followers.append(self._follower(self.bus))
         for follower in self.followers:
@@ -103,6 +106,8 @@ class Container:
         self.views = {name: view(self.datastore) for name, view in VIEWS.items()}
         for view in self.views.values():
             view.create_table()
+        self.dead_letters = DeadLetters(self.datastore)
+        self.dead_letters.create_table()
         self.pool = ConnectionPool(
             self.database.conninfo,
             connection_class=Connection[DictRow],

@@ -68,6 +68,12 @@ class Metrics:
             ["scope"],
             registry=self.registry,
         )
+        self.projection_stopped = Gauge(
+            "stateowner_projection_stopped",
+            "1 while a view is stopped at an event it cannot apply (a dead letter)",
+            ["view"],
+            registry=self.registry,
+        )
         self.claims_waiting = Gauge(
             "stateowner_claims_waiting",
             "Long-poll claims waiting in this process",

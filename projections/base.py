@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import psycopg
+import structlog
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from domain.application import StateOwner
+from projections.poison import DeadLetters, Poison
 
 LOG_NAME = StateOwner.name
+log = structlog.get_logger(__name__)
 EventHandler = Callable[[Any, Any, int, "Cursor[DictRow]"], None]
 Handled = TypeVar("Handled", bound=EventHandler)
 
@@ -157,12 +161,42 @@ class View(PostgresTrackingRecorder):
         # Pipeline mode sends the statements without waiting for each answer in turn.
         with curs.connection.pipeline():
             for domain_event, position in batch:
-                handler_name = self.handler_name(type(domain_event))
-                if handler_name is not None:
-                    getattr(self, handler_name)(domain_event, position, curs)
-                else:
-                    self.apply_event(domain_event, position, curs)
+                self.apply_one(domain_event, position, curs)
         self._insert_tracking(curs, Tracking(LOG_NAME, batch[-1][1]))
+
+    def apply_one(self, domain_event: Any, position: int, curs: Cursor[DictRow]) -> None:
+        handler_name = self.handler_name(type(domain_event))
+        if handler_name is not None:
+            getattr(self, handler_name)(domain_event, position, curs)
+        else:
+            self.apply_event(domain_event, position, curs)
+
+    def apply_salvaging(
+        self,
+        curs: Cursor[DictRow],
+        batch: Sequence[tuple[Any, int]],
+        tolerate: Collection[int] = (),
+    ) -> Poison | None:
+        """Apply the events one at a time, each in a savepoint, up to the first that fails (its
+        position tolerated: passed over); record the position reached, and return the poison."""
+        reached = None
+        poison = None
+        for domain_event, position in batch:
+            try:
+                with curs.connection.transaction():
+                    self.apply_one(domain_event, position, curs)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise  # the database, not the event: the follower retries
+            except Exception as error:
+                if curs.connection.broken:
+                    raise
+                if position not in tolerate:
+                    poison = Poison(position, type(domain_event).__name__, _describe(error))
+                    break
+            reached = position
+        if reached is not None:
+            self._insert_tracking(curs, Tracking(LOG_NAME, reached))
+        return poison
 
     def apply_event(self, domain_event: Any, position: int, curs: Cursor[DictRow]) -> None:
         """Events without a handler of their own; most views ignore them."""
@@ -176,27 +210,95 @@ class View(PostgresTrackingRecorder):
         )
 
 
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}".strip()
+
+
+NOTHING_TO_DO = 2**62
+
+
+class PoisonEvent(Exception):
+    """A view cannot apply an event, and nothing says to pass over it."""
+
+    def __init__(self, view: str, poison: Poison) -> None:
+        super().__init__(
+            f"{view} cannot apply {poison.event_type} at position {poison.position}: {poison.error}"
+        )
+        self.view = view
+        self.poison = poison
+
+
 class ViewGroup:
     """Several views on one datastore, fed by one follower: one read of the log and one
-    transaction per batch for all of them, each view keeping its own tracking position."""
+    transaction per batch for all of them, each view keeping its own tracking position.
+
+    An event one view cannot apply stops that view there — recorded as a dead letter when the
+    group is live, else an error unless it is a position to tolerate — and the others go on."""
 
     name = "projections"
 
-    def __init__(self, views: Sequence[View]) -> None:
+    def __init__(
+        self,
+        views: Sequence[View],
+        dead_letters: DeadLetters | None = None,
+        tolerate: dict[str, set[int]] | None = None,
+    ) -> None:
         self.views = list(views)
         self.datastore = self.views[0].datastore
+        self.dead_letters = dead_letters
+        self.tolerate = tolerate or {}
+
+    def _running(self, curs: Cursor[DictRow]) -> list[View]:
+        stopped = self.dead_letters.stopped(curs) if self.dead_letters is not None else set()
+        return [view for view in self.views if view.name not in stopped]
 
     def position(self) -> int:
-        return min(view.position() for view in self.views)
+        """Where the running views stand (the least of them); with every view stopped, past any
+        position, so the follower waits instead of reading what no view would apply."""
+        with self.datastore.transaction(commit=False) as curs:
+            positions = [view.position_in(curs) for view in self._running(curs)]
+        return min(positions, default=NOTHING_TO_DO)
 
     def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
         if not batch:
             return
+        try:
+            self._apply_together(batch, after)
+        except PositionMoved:
+            raise
+        except Exception:
+            self._apply_apart(batch, after)  # one view's event, at least, cannot be applied
+
+    def _locked(self, curs: Cursor[DictRow], after: int) -> list[tuple[View, int]]:
+        running = self._running(curs)
+        positions = [view._locked_position(curs) for view in running]
+        if running and min(positions) != after:
+            raise PositionMoved(self.name)
+        return list(zip(running, positions, strict=True))
+
+    def _apply_together(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            positions = [view._locked_position(curs) for view in self.views]
-            if min(positions) != after:
-                raise PositionMoved(self.name)
-            for view, reached in zip(self.views, positions, strict=True):
+            for view, reached in self._locked(curs, after):
                 unseen = [entry for entry in batch if entry[1] > reached]
                 if unseen:
                     view.apply(curs, unseen)
+
+    def _apply_apart(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for view, reached in self._locked(curs, after):
+                unseen = [entry for entry in batch if entry[1] > reached]
+                if not unseen:
+                    continue
+                poison = view.apply_salvaging(curs, unseen, self.tolerate.get(view.name, ()))
+                if poison is None:
+                    continue
+                if self.dead_letters is None:
+                    raise PoisonEvent(view.name, poison)
+                self.dead_letters.record(curs, view.name, poison)
+                log.error(
+                    "projection_stopped",
+                    view=view.name,
+                    position=poison.position,
+                    event_type=poison.event_type,
+                    error=poison.error,
+                )

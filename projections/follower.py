@@ -169,6 +169,12 @@ class Follower(Background):
                     self._recovered(after)
                     backoff = 0.05
                     continue
+                # Idle: a view resumed behind us (an operator skipped its dead letter) is caught
+                # up before waiting.
+                resumed = self.handler.position()
+                if resumed < after:
+                    known = resumed
+                    continue
                 known = after
                 self.state.position = after
                 self._recovered(after)

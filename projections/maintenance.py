@@ -16,6 +16,7 @@ from projections.audit import AuditView
 from projections.base import View, ViewGroup
 from projections.follower import read_batch
 from projections.item_status import ItemStatusView
+from projections.poison import DeadLetters
 from projections.spend import BudgetsView, SpendView
 from projections.topics import TopicsView
 from store.database import Database
@@ -56,15 +57,18 @@ def replay(
     *,
     stop: int | None,
     progress: Progress | None = None,
+    tolerate: set[int] | None = None,
 ) -> int:
-    """Replay the log from the start into a freshly created view, committing every batch."""
+    """Replay the log from the start into a freshly created view, committing every batch,
+    passing over the positions to tolerate should they still fail."""
     view.drop_tables()
     view.create_table()
-    return _replay_into(view, recorder, mapper, stop=stop, progress=progress)
+    group = ViewGroup([view], tolerate={view.name: tolerate or set()})
+    return _replay_into(group, recorder, mapper, stop=stop, progress=progress)
 
 
 def _replay_into(
-    handler: View | ViewGroup,
+    handler: ViewGroup,
     recorder: ApplicationRecorder,
     mapper: Mapper[Any],
     *,
@@ -84,8 +88,9 @@ def _replay_into(
             return after
 
 
-def install(shadow: View, live: View) -> int:
-    """Replace the live rows with the rebuilt ones, and the live position with the shadow's."""
+def install(shadow: View, live: View, dead_letters: DeadLetters) -> int:
+    """Replace the live rows with the rebuilt ones, and the live position with the shadow's;
+    the open dead letters the rebuild got past are open no more."""
     position = shadow.position()
     with live.datastore.transaction(commit=True) as curs:
         live._locked_position(curs)  # hold off the live runner until the swap commits
@@ -97,6 +102,7 @@ def install(shadow: View, live: View) -> int:
                 )
             )
         live.set_position(curs, position)
+        dead_letters.resolve(curs, live.name, position)
     shadow.drop_tables()
     return position
 
@@ -119,8 +125,13 @@ def rebuild_many(
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Rebuild several views from one pass over the log, then swap each one in."""
+    """Rebuild several views from one pass over the log, then swap each one in. Every event is
+    applied again — a fixed view takes its dead letters back in; one an operator skipped that
+    still fails is passed over again; any other failure stops the rebuild (PoisonEvent) and
+    leaves the live views as they were."""
     with datastore(database) as live_store, datastore(database, SHADOW_SCHEMA) as shadow_store:
+        dead_letters = DeadLetters(live_store)
+        dead_letters.create_table()
         lives = [view_class(live_store) for view_class in view_classes]
         for live in lives:
             live.create_table()
@@ -128,10 +139,27 @@ def rebuild_many(
         for shadow in shadows:
             shadow.drop_tables()
             shadow.create_table()
-        _replay_into(ViewGroup(shadows), recorder, mapper, stop=None, progress=progress)
+        tolerate = {view.name: dead_letters.skipped_positions(view.name) for view in lives}
+        group = ViewGroup(shadows, tolerate=tolerate)
+        _replay_into(group, recorder, mapper, stop=None, progress=progress)
         return {
-            live.name: install(shadow, live) for shadow, live in zip(shadows, lives, strict=True)
+            live.name: install(shadow, live, dead_letters)
+            for shadow, live in zip(shadows, lives, strict=True)
         }
+
+
+def skip(database: Database, view_name: str, position: int, reason: str, actor: str) -> None:
+    """An operator's decision: the view passes over the event it stopped at and goes on.
+    Refused (NotDeadLettered) unless that position is the view's open dead letter."""
+    view_class = views_named(view_name)[0]
+    with datastore(database) as store:
+        dead_letters = DeadLetters(store)
+        view = view_class(store)
+        with store.transaction(commit=True) as curs:
+            reached = view._locked_position(curs)
+            dead_letters.skip(curs, view_name, position, reason, actor)
+            if reached < position:
+                view.set_position(curs, position)
 
 
 @dataclass(frozen=True)
@@ -220,7 +248,10 @@ def verify(
         snapshot = view_class(snapshot_store, live=False)
         shadow = view_class(shadow_store, live=False)
         position = _snapshot(live, snapshot)
-        replay(shadow, recorder, mapper, stop=position, progress=progress)
+        dead_letters = DeadLetters(live_store)
+        dead_letters.create_table()
+        skipped = dead_letters.skipped_positions(view_class.name)
+        replay(shadow, recorder, mapper, stop=position, progress=progress, tolerate=skipped)
         try:
             return position, _differences(live, snapshot, shadow)
         finally:

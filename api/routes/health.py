@@ -15,6 +15,7 @@ from api.container import Container
 from api.deps import AnyContainerDep, Operator
 from api.routes.log import projection_statuses
 from domain.guards import window_of
+from projections.poison import OPEN
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])
@@ -95,6 +96,9 @@ def _gather(container: Container) -> bytes:
             gauges.log_head.set(status["head"])
         for follower in container.followers:
             gauges.follower_failures.labels(follower.name).set(follower.state.failures)
+        stopped = {d.view for d in container.dead_letters.all() if d.status == OPEN}
+        for name in container.views:
+            gauges.projection_stopped.labels(name).set(1 if name in stopped else 0)
         states = {"ok": 0, "alerting": 1, "halted": 2}
         for budget in container.ops_queries.budgets(window_of(container.app.clock())):
             gauges.spend.labels(budget.scope).set(float(budget.spent_usd))

@@ -11,6 +11,7 @@ from api.deps import Auditor, ContainerDep, Operator
 from api.presenters import event_body
 from api.schemas import EventListOut
 from projections.follower import read_batch
+from projections.poison import OPEN, DeadLetter
 from projections.queries import Queries
 
 router = APIRouter(tags=["log"])
@@ -35,18 +36,23 @@ def projection_statuses(
     container: Container, queries: Queries | None = None
 ) -> list[dict[str, Any]]:
     positions, head = (queries or container.queries).positions(list(container.views))
+    letters: dict[str, list[DeadLetter]] = {}
+    for letter in container.dead_letters.all():
+        letters.setdefault(letter.view, []).append(letter)
     statuses = []
     for name, position in positions.items():
         follower = container.follower(name)
+        stopped = next((d for d in letters.get(name, []) if d.status == OPEN), None)
         statuses.append(
             {
                 "name": name,
                 "position": position,
                 "head": head,
                 "lag": max(head - position, 0),
-                "running": follower.state.running if follower else None,
+                "running": (follower.state.running and stopped is None) if follower else None,
                 "standby": follower.state.standby if follower else None,
-                "error": follower.state.error if follower else None,
+                "error": stopped.error if stopped else follower.state.error if follower else None,
+                "dead_letters": [letter.body() for letter in letters.get(name, [])],
             }
         )
     return statuses
