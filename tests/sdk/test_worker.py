@@ -171,6 +171,49 @@ def test_tool_calls_and_the_result_reach_the_runs_trace(live: LiveService, admin
     assert run.duration_ms is not None
 
 
+def test_a_trace_over_the_limit_is_sent_again_without_inputs_and_outputs(
+    live: LiveService, admin: Client
+) -> None:
+    """The service refuses a 300 kB trace (413); the completion goes again with a smaller one."""
+    s = stage(admin)
+    worker = quick(live, s.token)
+
+    @worker.stage(s.name)
+    def verbose(job: Job) -> Result:
+        with job.trace.tool("page.fetch", input={"url": "u"}) as call:
+            call.output = "x" * 300_000
+        return Result(output="short")
+
+    item = admin.create_item(s.pipeline, "t", "big trace")
+    with running(worker):
+        wait_for_status(admin, item.id, "done")
+    run = next(admin.item_runs(item.id))
+    assert "truncated" in run.trace
+    assert run.trace["tool_calls"][0]["name"] == "page.fetch"
+    assert "output" not in run.trace["tool_calls"][0]
+    assert run.result == "completed"
+
+
+def test_an_outcome_the_stage_does_not_know_parks_the_item(
+    live: LiveService, admin: Client
+) -> None:
+    """The service refuses the completion (422); the Worker fails the lease as not retryable."""
+    s = stage(admin)
+    worker = quick(live, s.token)
+
+    @worker.stage(s.name)
+    def confused(job: Job) -> Result:
+        return Result(output=1, outcome="no-such-outcome")
+
+    item = admin.create_item(s.pipeline, "t", "bad outcome")
+    with running(worker):
+        wait_for_status(admin, item.id, "parked")
+    failed = next(e for e in admin.item_events(item.id) if e.type == "StageFailed")
+    assert failed.data["retryable"] is False
+    assert "the completion was refused" in failed.data["error"]
+    assert "no-such-outcome" in failed.data["error"]
+
+
 def test_jobs_run_concurrency_at_a_time_and_async_handlers_too(
     live: LiveService, admin: Client
 ) -> None:
