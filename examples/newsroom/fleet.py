@@ -313,6 +313,16 @@ def prepare(
         f"{len(ids)} items on topic {args.topic}; budget {scope} alerts at ${alert:.2f}; "
         f"agents: {', '.join(ROLES)}"
     )
+    # Claims are by stage, whatever the topic: what an earlier run left open is worked on too.
+    earlier = sum(
+        item.pipeline == "newsroom" and item.topic != args.topic
+        for status in ("ready", "claimed", "advancing")
+        for item in admin.list_items(status=status, page_size=500)
+    )
+    if earlier:
+        console.say(
+            f"{earlier} newsroom items of earlier runs are still open: the workers take them too"
+        )
     return ids, tokens
 
 
