@@ -71,13 +71,13 @@ def types(admin: Client, item_id: str) -> list[str]:
 def test_a_job_longer_than_its_lease_keeps_it_and_completes(
     live: LiveService, admin: Client
 ) -> None:
-    """Heartbeats at a third of a 1 s lease carry a 2.5 s job to completion with no expiry."""
-    s = stage(admin, lease_seconds=1)
+    """Heartbeats at a third of a 3 s lease carry a 6.5 s job to completion with no expiry."""
+    s = stage(admin, lease_seconds=3)
     worker = quick(live, s.token)
 
     @worker.stage(s.name)
     def slow(job: Job) -> Result:
-        job.cancelled.wait(2.5)  # a job that would notice losing its lease; it must not
+        job.cancelled.wait(6.5)  # a job that would notice losing its lease; it must not
         return Result(output={"lost": job.cancelled.is_set()})
 
     item = admin.create_item(s.pipeline, "t", "slow")
@@ -278,7 +278,7 @@ def test_a_lease_lost_while_working_drops_the_result_quietly(
 ) -> None:
     """An operator cancels the item mid-job: the heartbeat learns the lease is gone, the job sees
     job.cancelled, and its result is dropped without a report."""
-    s = stage(admin, lease_seconds=1)
+    s = stage(admin, lease_seconds=3)
     worker = quick(live, s.token)
     started = threading.Event()
 
