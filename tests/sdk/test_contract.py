@@ -54,6 +54,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/events"): "events",
     ("GET", "/v1/stream"): "stream_events",
     ("GET", "/v1/projections"): "projections",
+    ("GET", "/v1/health"): "health",
     ("GET", "/healthz"): "healthz",
     ("GET", "/readyz"): "readyz",
     ("GET", "/metrics"): "metrics",

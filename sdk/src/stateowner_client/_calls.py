@@ -21,6 +21,7 @@ from stateowner_client.models import (
     Health,
     Heartbeat,
     Item,
+    OperatorHealth,
     Pipeline,
     ProjectionStatus,
     Readiness,
@@ -362,6 +363,10 @@ def events(after: int, limit: int) -> Call[EventPage]:
 
 def projections() -> Call[list[ProjectionStatus]]:
     return Call("GET", "/v1/projections", _each(ProjectionStatus))
+
+
+def health() -> Call[OperatorHealth]:
+    return Call("GET", "/v1/health", _one(OperatorHealth))
 
 
 def healthz() -> Call[Health]:

@@ -35,6 +35,7 @@ from stateowner_client.models import (
     Health,
     Heartbeat,
     Item,
+    OperatorHealth,
     Pipeline,
     ProjectionStatus,
     Readiness,
@@ -349,6 +350,10 @@ class Client:
 
     def projections(self) -> list[ProjectionStatus]:
         return self._send(calls.projections())
+
+    def health(self) -> OperatorHealth:
+        """Readiness with its reasons, for operators."""
+        return self._send(calls.health())
 
     def healthz(self) -> Health:
         return self._send(calls.healthz())
@@ -670,6 +675,9 @@ class AsyncClient:
 
     async def projections(self) -> list[ProjectionStatus]:
         return await self._send(calls.projections())
+
+    async def health(self) -> OperatorHealth:
+        return await self._send(calls.health())
 
     async def healthz(self) -> Health:
         return await self._send(calls.healthz())

@@ -220,7 +220,23 @@ class ProjectionStatus:
     running: bool | None = None
     standby: bool | None = None
     error: str | None = None
+    dead_letters: list[JsonObject] = field(default_factory=list)
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class OperatorHealth:
+    """Readiness with its reasons (operators only): each check's error, each follower's state."""
+
+    status: str
+    checks: dict[str, str] = field(default_factory=dict)
+    followers: list[JsonObject] = field(default_factory=list)
+    claims_waiting: int = 0
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
 
 
 @dataclass(frozen=True)
