@@ -145,6 +145,7 @@ def _run(claimed: Any) -> dict[str, Any]:
         "tokens": {"in": 0, "out": 0},
         "duration_ms": None,
         "trace": None,
+        "model": None,
     }
 
 
@@ -159,6 +160,7 @@ def _finish(run: dict[str, Any], ended: LeaseEnded) -> None:
             tokens={"in": ended.tokens_in, "out": ended.tokens_out},
             duration_ms=ended.duration_ms,
             trace=jsonable_encoder(ended.trace),
+            model=ended.model,
         )
 
 

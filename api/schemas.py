@@ -109,9 +109,19 @@ class ReportBody(Body):
     tokens_out: Count = 0
     duration_ms: Count = 0
     trace: Any = None
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="the model that did the work, for the run and its trace"
+    )
 
     def report(self) -> Report:
-        return Report(self.cost_usd, self.tokens_in, self.tokens_out, self.duration_ms, self.trace)
+        return Report(
+            self.cost_usd,
+            self.tokens_in,
+            self.tokens_out,
+            self.duration_ms,
+            self.trace,
+            self.model,
+        )
 
 
 class CompleteRequest(ReportBody):
@@ -186,6 +196,7 @@ class RunOut(BaseModel):
     tokens: Tokens
     duration_ms: int | None
     trace: Any
+    model: str | None = None
 
 
 class ItemRunsOut(BaseModel):

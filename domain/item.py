@@ -49,6 +49,12 @@ STEP_VERBS = {
 }
 
 
+def fingerprinted(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """What a report's fingerprint covers: its kind and fields, but no model when it names none,
+    so fingerprints taken before the model field existed still tell a repeat."""
+    return {"kind": kind, **{k: v for k, v in fields.items() if k != "model" or v is not None}}
+
+
 def report_fingerprint(report: dict[str, Any]) -> str:
     """A stable digest of a completion or failure report, to tell a repeat from a rival."""
     canonical = json.dumps(report, sort_keys=True, separators=(",", ":"), default=str)
@@ -82,15 +88,24 @@ class LeaseEnded(LeaseEvent):
 
 
 class LeaseReported(LeaseEnded):
-    """The lease's holder reported how the stage went, with what it cost."""
+    """The lease's holder reported how the stage went, with what it cost.
+
+    Version 2 added `model` (the model that did the work, when the agent says)."""
+
+    class_version = 2
 
     cost_usd: Decimal
     tokens_in: int
     tokens_out: int
     duration_ms: int
     trace: Any
+    model: str | None
     fingerprint: str
     at: datetime
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["model"] = None
 
     def apply(self, item: Item) -> None:
         super().apply(item)
@@ -104,7 +119,14 @@ class LeaseReported(LeaseEnded):
 
     @property
     def report(self) -> Report:
-        return Report(self.cost_usd, self.tokens_in, self.tokens_out, self.duration_ms, self.trace)
+        return Report(
+            self.cost_usd,
+            self.tokens_in,
+            self.tokens_out,
+            self.duration_ms,
+            self.trace,
+            self.model,
+        )
 
 
 class ItemStopped(Recorded):
@@ -375,7 +397,7 @@ class Item(RecordedAggregate):
         """The holder's report ends its lease; an identical repeat is told apart from a rival.
         A lease and its reports belong to its holder, before and after it finishes."""
         fields = result.fields()
-        fingerprint = report_fingerprint({"kind": result.kind, **fields})
+        fingerprint = report_fingerprint(fingerprinted(result.kind, fields))
         self._check_holder(lease_id, claimant)
         self._check_not_finished(lease_id, fingerprint)
         self._check_lease_held(lease_id, claimant, now)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from eventsourcing.domain import Aggregate
 
@@ -11,7 +11,13 @@ from domain.values import By
 
 
 class Recorded(Aggregate.Event):
-    """An event with its cause: the actor and the request or event that caused it."""
+    """An event with its cause: the actor and the request or event that caused it.
+
+    Every event type has a version (`class_version`, 1 unless a class says more). A change to
+    a stored event's fields raises its version and adds an upcaster, `upcast_vN_vN+1`, that
+    brings a stored state of the older version up: see docs/changing-events.md."""
+
+    class_version: ClassVar[int] = 1
 
     actor: str
     caused_by: str

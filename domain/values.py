@@ -33,6 +33,7 @@ class Report:
     tokens_out: int = 0
     duration_ms: int = 0
     trace: Any = None
+    model: str | None = None
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class Report:
             "tokens_out": self.tokens_out,
             "duration_ms": self.duration_ms,
             "trace": self.trace,
+            "model": self.model,
         }
 
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import psycopg
 import structlog
-from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Notification, StoredEvent
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -64,6 +64,21 @@ class FollowerState:
     standby: bool = False
 
 
+class UnreadableEvent(Exception):
+    """A stored event this release cannot read back (a failing upcaster, a damaged state)."""
+
+
+def decode(mapper: Mapper[Any], stored: StoredEvent, position: int) -> Any:
+    """The domain event a stored one holds; a failure names the event's type and position."""
+    try:
+        return mapper.to_domain_event(stored)
+    except Exception as error:
+        raise UnreadableEvent(
+            f"the {stored.topic} event at position {position} cannot be read: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
 def read_batch(
     recorder: ApplicationRecorder,
     mapper: Mapper[Any],
@@ -74,7 +89,7 @@ def read_batch(
     notifications: Sequence[Notification] = recorder.select_notifications(
         start=after, limit=limit, stop=stop, inclusive_of_start=False
     )
-    return [(mapper.to_domain_event(n), n.id) for n in notifications]
+    return [(decode(mapper, n, n.id), n.id) for n in notifications]
 
 
 @dataclass(frozen=True)

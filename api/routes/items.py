@@ -37,6 +37,7 @@ from domain.application import StateOwner
 from domain.errors import AlreadyExists, NotFound
 from domain.item import Item
 from domain.values import By
+from projections.follower import decode
 from projections.queries import BadCursor
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -192,7 +193,7 @@ def _events(
     stored = container.queries.stored_events(
         item_id, after_version=int(cursor or 0), limit=limit, topics=topics
     )
-    return [(container.app.mapper.to_domain_event(event), position) for event, position in stored]
+    return [(decode(container.app.mapper, event, position), position) for event, position in stored]
 
 
 def _readable_item(

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -15,7 +16,7 @@ from api.app import create_app
 from api.container import Container
 from api.settings import Settings
 from domain.application import StateOwner
-from domain.item import LeaseReported, report_fingerprint
+from domain.item import LeaseReported, fingerprinted, report_fingerprint
 from projections import maintenance
 from tests import release_log
 from tests.helpers import Api
@@ -40,12 +41,20 @@ def _public(aggregate: Any) -> dict[str, Any]:
 
 
 def test_every_stored_event_reads_and_writes_back_unchanged(app: StateOwner) -> None:
-    """Each event of the old log decodes, and encodes again to the same topic and state."""
+    """Each event of the old log decodes, and encodes again to the same topic and state — but
+    for what its upcasters add, and its version, where a later release changed the type."""
     for record in release_log.records():
         event = app.mapper.to_domain_event(record.stored)
         again = app.mapper.to_stored_event(event)
         assert again.topic == record.stored.topic
-        assert json.loads(again.state) == json.loads(record.stored.state), record.position
+        written = json.loads(again.state)
+        upcast = json.loads(record.stored.state)
+        version = type(event).class_version
+        if version > 1:
+            assert written.pop("class_version") == version
+            for step in range(1, version):
+                getattr(type(event), f"upcast_v{step}_v{step + 1}")(upcast)
+        assert written == upcast, record.position
 
 
 def test_every_aggregate_folds_to_the_state_the_release_folded(app: StateOwner) -> None:
@@ -79,7 +88,7 @@ def test_old_report_fingerprints_still_tell_a_repeat(app: StateOwner) -> None:
             if hasattr(event, key)
         }
         kind = "completed" if "output" in fields else "failed"
-        report = {"kind": kind, **fields, **event.report.fields()}
+        report = fingerprinted(kind, {**fields, **event.report.fields()})
         assert report_fingerprint(report) == event.fingerprint
 
 
@@ -163,3 +172,18 @@ def _move_on(api: Api, item: dict[str, Any]) -> None:
         api.client.post(f"/v1/items/{item_id}/retry", headers=api.admin)
     elif status == "halted":
         api.client.post(f"/v1/items/{item_id}/resume", headers=api.admin)
+
+
+def test_an_event_the_release_cannot_read_is_named_with_its_position(container: Container) -> None:
+    """A stored event this release cannot read back (here: its state damaged; a failing upcaster
+    takes the same path) stops its readers with an error naming its type and position."""
+    from projections.follower import UnreadableEvent, read_batch
+
+    with psycopg.connect(container.database.conninfo) as conn:
+        conn.execute(
+            "INSERT INTO stateowner_events (originator_id, originator_version, topic, state) "
+            "VALUES (gen_random_uuid(), 1, 'domain.topic:Topic.TopicDefined', %s)",
+            (b'{"class_version": 1, "name": "t"',),
+        )
+    with pytest.raises(UnreadableEvent, match=r"TopicDefined event at position 1 cannot be read"):
+        read_batch(container.app.recorder, container.app.mapper, 0, 10)

@@ -251,6 +251,7 @@ def complete(
     duration_ms: int,
     trace: Any,
     idempotency_key: str | None,
+    model: str | None = None,
 ) -> Call[StageReport]:
     body: dict[str, Any] = {
         "output": output,
@@ -262,6 +263,8 @@ def complete(
     }
     if outcome is not None:
         body["outcome"] = outcome
+    if model is not None:
+        body["model"] = model
     path = f"/v1/leases/{segment(lease_id)}/complete"
     return Call("POST", path, _one(StageReport), json=body, headers=_key(idempotency_key))
 
@@ -277,8 +280,9 @@ def fail(
     duration_ms: int,
     trace: Any,
     idempotency_key: str | None,
+    model: str | None = None,
 ) -> Call[StageReport]:
-    body = {
+    body: dict[str, Any] = {
         "error": error,
         "retryable": retryable,
         "cost_usd": _money(cost_usd),
@@ -287,6 +291,8 @@ def fail(
         "duration_ms": duration_ms,
         "trace": trace,
     }
+    if model is not None:
+        body["model"] = model
     path = f"/v1/leases/{segment(lease_id)}/fail"
     return Call("POST", path, _one(StageReport), json=body, headers=_key(idempotency_key))
 

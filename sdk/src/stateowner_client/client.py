@@ -255,6 +255,7 @@ class Client:
         duration_ms: int = 0,
         trace: Any = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> StageReport:
         """Report the stage done. Sending the very same report again is answered again."""
         return self._send(
@@ -268,6 +269,7 @@ class Client:
                 duration_ms=duration_ms,
                 trace=trace,
                 idempotency_key=idempotency_key,
+                model=model,
             )
         )
 
@@ -283,6 +285,7 @@ class Client:
         duration_ms: int = 0,
         trace: Any = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> StageReport:
         """Report the stage failed: retried with backoff if `retryable`, else the item parks."""
         return self._send(
@@ -296,6 +299,7 @@ class Client:
                 duration_ms=duration_ms,
                 trace=trace,
                 idempotency_key=idempotency_key,
+                model=model,
             )
         )
 
@@ -584,6 +588,7 @@ class AsyncClient:
         duration_ms: int = 0,
         trace: Any = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> StageReport:
         return await self._send(
             calls.complete(
@@ -596,6 +601,7 @@ class AsyncClient:
                 duration_ms=duration_ms,
                 trace=trace,
                 idempotency_key=idempotency_key,
+                model=model,
             )
         )
 
@@ -611,6 +617,7 @@ class AsyncClient:
         duration_ms: int = 0,
         trace: Any = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> StageReport:
         return await self._send(
             calls.fail(
@@ -623,6 +630,7 @@ class AsyncClient:
                 duration_ms=duration_ms,
                 trace=trace,
                 idempotency_key=idempotency_key,
+                model=model,
             )
         )
 

@@ -128,6 +128,7 @@ class Run:
     tokens: Tokens = field(default_factory=Tokens)
     duration_ms: int | None = None
     trace: Any = None
+    model: str | None = None
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 

@@ -68,6 +68,7 @@ class Result:
     tokens_in: int = 0
     tokens_out: int = 0
     trace: Mapping[str, Any] | None = None
+    model: str | None = None
 
 
 class NonRetryable(Exception):
@@ -415,6 +416,7 @@ class Worker:
                 "tokens_out": result.tokens_out,
                 "duration_ms": duration_ms,
                 "trace": {**trace, **(result.trace or {})},
+                "model": result.model,
             }
             self._deliver(job.lease.id, "complete", body)
             return
