@@ -10,6 +10,7 @@ import tomllib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -22,6 +23,7 @@ from api.auth import new_token
 from api.container import Container
 from api.logs import configure_logging
 from api.settings import Settings
+from api.stream import StreamHub
 from domain.agent import Agent, hash_token
 from domain.errors import DomainError
 from domain.values import By, Registration
@@ -53,6 +55,19 @@ def _by() -> By:
     return By(CLI_ACTOR, f"cli-{uuid.uuid4().hex[:12]}")
 
 
+class StreamsEndingServer(uvicorn.Server):
+    """uvicorn waits for open responses before it shuts down, and an event stream never ends by
+    itself: on SIGTERM or SIGINT the streams are told to end first."""
+
+    def __init__(self, config: uvicorn.Config, streams: StreamHub) -> None:
+        super().__init__(config)
+        self.streams = streams
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.streams.close()
+        super().handle_exit(sig, frame)
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
@@ -61,7 +76,9 @@ def serve(
     """Run the API, the projection followers and the bus in one process."""
     from api.app import create_app
 
-    uvicorn.run(create_app(Settings()), host=host, port=port, log_config=None, access_log=False)
+    app = create_app(Settings())
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    StreamsEndingServer(config, app.state.streams).run()
 
 
 @cli.command()

@@ -10,7 +10,6 @@ the client).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from asyncio import FIRST_COMPLETED
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from api.presenters import event_body
+from api.schemas import EventOut
 from domain.item import Item
 from domain.topic import Topic
 from projections.background import Background
@@ -111,6 +111,7 @@ class StreamHub:
         return self.watch
 
     def close(self) -> None:
+        """End every open stream (safe from a signal handler or any thread)."""
         if self.watch is not None:
             self.watch.close()
 
@@ -172,7 +173,8 @@ class CountedStream(StreamingResponse):
 
 
 def sse(event: Any, position: int) -> str:
-    body = json.dumps(event_body(event, position), default=str, separators=(",", ":"))
+    # The same body, field for field, as /v1/events gives.
+    body = EventOut.model_validate(event_body(event, position)).model_dump_json()
     return f"id: {position}\nevent: {type(event).__name__}\ndata: {body}\n\n"
 
 

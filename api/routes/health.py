@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -43,9 +43,10 @@ def readyz(container: AnyContainerDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-def metrics(container: AnyContainerDep) -> Response:
+def metrics(request: Request, container: AnyContainerDep) -> Response:
     """Prometheus text: requests, claims, each follower's position and lag, budgets."""
     gauges = container.metrics
+    gauges.streams_open.set(request.app.state.streams.open)
     try:
         for status in projection_statuses(container):
             gauges.follower_position.labels(status["name"]).set(status["position"])

@@ -59,7 +59,9 @@ class Story:
         lease: str = body["lease"]["id"]
         return lease
 
-    def complete(self, who: str, lease: str, cost: float = 0.02, outcome: str | None = None) -> None:
+    def complete(
+        self, who: str, lease: str, cost: float = 0.02, outcome: str | None = None
+    ) -> None:
         report: dict[str, Any] = {
             "output": {"text": f"{who} was here"},
             "cost_usd": cost,
