@@ -175,7 +175,8 @@ class CountedStream(StreamingResponse):
 def sse(event: Any, position: int) -> str:
     # The same body, field for field, as /v1/events gives.
     body = EventOut.model_validate(event_body(event, position)).model_dump_json()
-    return f"id: {position}\nevent: {type(event).__name__}\ndata: {body}\n\n"
+    # No `event:` field: EventSource hands every event to onmessage; the type is in the data.
+    return f"id: {position}\ndata: {body}\n\n"
 
 
 async def event_stream(

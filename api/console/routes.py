@@ -32,7 +32,7 @@ from api.console.web import (
     sessions_of,
 )
 from api.container import Container
-from api.deps import request_context
+from api.deps import request_context, wait_for_view
 from api.errors import Problem
 from api.presenters import event_body, item_from_aggregate, runs_of
 from api.routes.agents import rotate_token_for
@@ -66,6 +66,20 @@ NOTICES = {
     "breaker_reset": "Breaker reset for the rest of today.",
     "disabled": "Agent disabled: its token is refused from now on.",
 }
+
+
+def caught_up(request: Request, container: Container, view: str) -> list[str]:
+    """Read-your-writes after a command: wait (bounded) until the view has applied the position
+    the command reached (`at=`); say so on the page if it has not yet."""
+    query = QueryReader(request.query_params)
+    position = query.number("at")
+    if position is None:
+        return query.problems
+    try:
+        wait_for_view(container, view, position)
+    except Problem as problem:
+        return [*query.problems, f"This page may not show the change yet: {problem.detail}"]
+    return query.problems
 
 
 def _by(request: Request, user: User) -> By:
@@ -416,7 +430,7 @@ async def item_command(
 
 @router.get("/budgets")
 def budgets(request: Request, user: UserDep, container: ConsoleContainer) -> HTMLResponse:
-    return _budgets_page(request, user, container)
+    return _budgets_page(request, user, container, caught_up(request, container, "budgets"))
 
 
 def _budgets_page(
@@ -462,12 +476,14 @@ async def save_budget(request: Request, user: UserDep, container: ConsoleContain
             _usd(fields.get("alert_usd"), "alert"), _usd(fields.get("halt_usd"), "halt")
         )
         parse_scope(scope)
-        await run_in_threadpool(container.app.put_budget, scope, limits, _by(request, user))
+        _, position = await run_in_threadpool(
+            container.app.put_budget, scope, limits, _by(request, user)
+        )
     except (ValueError, DomainError) as error:
         return await run_in_threadpool(
             _budgets_page, request, user, container, [f"Not saved: {error}"], 422, fields
         )
-    return see_other("/budgets?done=budget_saved")
+    return see_other(f"/budgets?done=budget_saved&at={position}")
 
 
 @router.post("/budgets/reset")
@@ -475,14 +491,14 @@ async def reset_budget(request: Request, user: UserDep, container: ConsoleContai
     fields = await checked_form(request, user)
     require_role(user, Role.OPERATOR)
     try:
-        await run_in_threadpool(
+        _, position = await run_in_threadpool(
             container.app.reset_breaker, fields.get("scope", ""), _by(request, user)
         )
     except DomainError as error:
         return await run_in_threadpool(
             _budgets_page, request, user, container, [f"Not reset: {error}"], 409
         )
-    return see_other("/budgets?done=breaker_reset")
+    return see_other(f"/budgets?done=breaker_reset&at={position}")
 
 
 # -- agents --------------------------------------------------------------------------------------
@@ -516,7 +532,7 @@ def _agents_page(
 @router.get("/agents")
 def agents(request: Request, user: UserDep, container: ConsoleContainer) -> HTMLResponse:
     require_role(user, Role.OPERATOR)
-    return _agents_page(request, user, container)
+    return _agents_page(request, user, container, caught_up(request, container, "agents"))
 
 
 @router.post("/agents/{name}/{command}")
@@ -531,8 +547,8 @@ async def agent_command(
     by = _by(request, user)
     try:
         if command == "disable":
-            await run_in_threadpool(container.app.disable_agent, name, by)
-            return see_other("/agents?done=disabled")
+            _, position = await run_in_threadpool(container.app.disable_agent, name, by)
+            return see_other(f"/agents?done=disabled&at={position}")
         _, token, _ = await run_in_threadpool(rotate_token_for, container.app, name, by)
     except NotFound:
         raise HTTPException(404, f"no agent {name!r}") from None
@@ -569,7 +585,7 @@ def pipelines(request: Request, user: UserDep, container: ConsoleContainer) -> H
                 "version": pipeline.version,
                 "stages": pipeline.parsed.stage_names,
                 "updated_at": pipeline.modified_on,
-                "items": counts.get(name, 0),
+                "item_count": counts.get(name, 0),
             }
         )
     return page(request, "pipelines.html", user, pipelines=rows)
