@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, authenticate
 from api.console.session import SESSION_COOKIE, Sessions
@@ -57,14 +58,15 @@ def _topic_of(container: Container) -> Any:
     return topic_of
 
 
-def _start(last_event_id: str | None, after: int | None) -> int:
-    """Resume right after Last-Event-ID (a reconnecting EventSource sends it), else after=."""
+def _start(last_event_id: str | None, after: int | None) -> int | None:
+    """Resume right after Last-Event-ID (a reconnecting EventSource sends it), else after=;
+    None: from the log's head, live events only."""
     if last_event_id is not None:
         text = last_event_id.strip()
         if not text.isdigit() or len(text) > 18:
             raise validation(f"Last-Event-ID must be a log position, not {last_event_id!r}")
         return int(text)
-    return after if after is not None else 0
+    return after
 
 
 @router.get(
@@ -82,10 +84,12 @@ async def stream(
     topic: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     last_event_id: Annotated[str | None, Header(max_length=40)] = None,
 ) -> StreamingResponse:
-    """The log's events after a position (`after`, or `Last-Event-ID` to resume), then each new
-    one as it is appended; `id:` is the position. Filter by `type` (repeatable), `item`, `topic`.
+    """The log's events after a position (`after`, or `Last-Event-ID` to resume; neither: from
+    now on), then each new one as it is appended; `id:` is the position. Filter by `type` (repeatable), `item`, `topic`.
     A comment every keep-alive interval while idle; 503 beyond the cap on open streams."""
     start = _start(last_event_id, after)
+    if start is None:
+        start = await run_in_threadpool(container.app.position)
     hub: StreamHub = request.app.state.streams
     watch = hub.started_watch(container.database.conninfo, EVENTS_CHANNEL)
     app = container.app
