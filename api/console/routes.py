@@ -4,6 +4,7 @@ application methods as the API, with the signed-in principal as the actor."""
 from __future__ import annotations
 
 import difflib
+import hmac
 import json
 import uuid
 from collections import defaultdict
@@ -89,7 +90,8 @@ def _by(request: Request, user: User) -> By:
 
 def _safe_next(value: str | None) -> str:
     """Only a path on this site: never an open redirect."""
-    if not value or not value.startswith("/") or value.startswith("//"):
+    # Browsers read "/\\host" as "//host": refuse backslashes too.
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     parts = urlsplit(value)
     return value if not parts.scheme and not parts.netloc else "/"
@@ -134,7 +136,9 @@ async def signin(request: Request, container: ConsoleContainer) -> Response:
     fields = await form_fields(request)
     next_path = _safe_next(fields.get("next"))
     expected = request.cookies.get(SIGNIN_COOKIE, "")
-    if not expected or fields.get("signin_token") != expected:
+    if not expected or not hmac.compare_digest(
+        fields.get("signin_token", "").encode(), expected.encode()
+    ):
         return _signin_page(
             request, next_path, "The sign-in form expired; please try again.", status_code=403
         )

@@ -34,6 +34,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison that accepts any text a client sends (not only ASCII)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 @dataclass(frozen=True)
 class Session:
     name: str
@@ -85,7 +90,7 @@ class Sessions:
         if not cookie or cookie.count(".") != 1:
             return None
         body, mac = cookie.split(".")
-        if not hmac.compare_digest(mac, self._mac("session", body)):
+        if not _same(mac, self._mac("session", body)):
             return None
         try:
             payload = json.loads(_unb64(body))
@@ -104,7 +109,7 @@ class Sessions:
     def principal(self, session: Session, app: StateOwner) -> Principal | None:
         """The session's principal as it stands now; None once its credential has changed."""
         if session.builtin:
-            if not self._admin_token or not hmac.compare_digest(
+            if not self._admin_token or not _same(
                 session.fingerprint, self._mac("builtin", self._admin_token)[:22]
             ):
                 return None
@@ -114,7 +119,7 @@ class Sessions:
         except NotFound:
             return None
         current = self._mac("agent", agent.token_hash)[:22]
-        if agent.disabled or not hmac.compare_digest(session.fingerprint, current):
+        if agent.disabled or not _same(session.fingerprint, current):
             return None
         return Principal(name=agent.name, role=agent.role, stages=frozenset(agent.stages))
 
@@ -122,7 +127,7 @@ class Sessions:
         return self._mac("csrf", session.session_id)
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(str(token), self.csrf_token(session))
+        return bool(token) and _same(str(token), self.csrf_token(session))
 
     def signin_token(self) -> str:
         """A random value for the sign-in form, matched against the same value in a cookie."""

@@ -279,6 +279,20 @@ class TestCsrfAndRoles:
         assert response.status_code == 409
         assert "only a halted item can be resumed" in response.text
 
+    def test_odd_tokens_are_refusals_not_errors(self, client: TestClient, team: Api) -> None:
+        """Non-ASCII CSRF tokens, sign-in form tokens and cookies are refused, never a 500."""
+        csrf = sign_in(client, ADMIN_TOKEN)
+        refused = client.post("/budgets", data={"csrf": "é" + csrf, "scope": "global"})
+        assert refused.status_code == 403
+        client.cookies.clear()
+        client.get("/signin")
+        odd_form = client.post("/signin", data={"token": ADMIN_TOKEN, "signin_token": "é"})
+        assert odd_form.status_code == 403
+        client.cookies.clear()
+        odd_cookie = {"cookie": f"{SESSION_COOKIE}=é.é".encode()}
+        assert client.get("/", headers=odd_cookie).status_code == 303  # type: ignore[dict-item]
+        assert 'name="next" value="/"' in client.get("/signin", params={"next": "/\\evil"}).text
+
 
 class TestRendering:
     def test_every_value_is_escaped(self, client: TestClient, team: Api) -> None:
