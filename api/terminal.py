@@ -345,6 +345,6 @@ def render_tail(
         if raw:
             print(json.dumps(event), flush=True)
         else:
-            console.print(tail_line(event))
+            console.print(tail_line(event), soft_wrap=True)
         if count is not None and shown >= count:
             return

@@ -249,7 +249,10 @@ def test_audit_filters_by_actor_and_pages(page: Page, story: Story) -> None:
     sign_in(page, story.tokens["reader"], "/audit")
     page.fill("input[name=actor]", "system:bus")
     page.get_by_role("button", name="Filter").click()
-    actors = page.locator("#audit-table tbody tr td:nth-child(3)").all_inner_texts()
+    page.wait_for_url("**/audit?actor=system%3Abus**")
+    cells = page.locator("#audit-table tbody tr td:nth-child(3)")
+    expect(cells.first).to_have_text("system:bus")
+    actors = cells.all_inner_texts()
     assert actors
     assert set(actors) == {"system:bus"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -51,7 +52,9 @@ def test_a_slow_reader_holds_one_batch_at_a_time() -> None:
         assert reads == [0, BATCH]
         await stream.aclose()
 
-    asyncio.run(scenario())
+    # Its own thread: a browser test's Playwright may hold this thread's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
 
 
 def test_the_filter_keeps_what_it_names() -> None:
