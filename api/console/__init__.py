@@ -55,6 +55,8 @@ def install_console(app: FastAPI) -> None:
             swagger_js_url=f"{STATIC_PREFIX}/vendor/swagger-ui-bundle.js",
             swagger_css_url=f"{STATIC_PREFIX}/vendor/swagger-ui.css",
             swagger_favicon_url=f"{STATIC_PREFIX}/vendor/favicon-32x32.png",
+            # Swagger UI would otherwise ask swagger.io to validate the schema.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.exception_handler(SignInRequired)

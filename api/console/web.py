@@ -16,8 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup, escape
-from starlette.concurrency import run_in_threadpool
+from markupsafe import Markup
 
 from api.auth import Principal
 from api.console.session import CSRF_FIELD, SESSION_COOKIE, Session, Sessions
@@ -83,7 +82,7 @@ def usd(value: float | Decimal | int | None) -> str:
     return f"${amount:.4f}"
 
 
-def count(value: int | None) -> str:
+def number(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
 
@@ -99,9 +98,7 @@ def percent(part: float | Decimal, whole: float | Decimal) -> int:
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.autoescape = True
-templates.env.filters.update(
-    when=when, absolute=absolute, usd=usd, count=count, pretty=pretty, escape=escape
-)
+templates.env.filters.update(when=when, absolute=absolute, usd=usd, number=number, pretty=pretty)
 templates.env.globals.update(percent=percent, urlencode=urlencode, Role=Role)
 
 
@@ -287,7 +284,3 @@ def sign_in_redirect(request: Request, next_path: str) -> Response:
     response = see_other(target)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
-
-
-async def in_thread(function: Any, *args: Any) -> Any:
-    return await run_in_threadpool(function, *args)
