@@ -11,12 +11,26 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api.console import install_console
+from api.console.session import Sessions
 from api.container import Container
 from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.middleware import DoorLimits, RequestContextMiddleware
-from api.routes import agents, audit, budgets, health, items, log, pipelines, topics, work
+from api.routes import (
+    agents,
+    audit,
+    budgets,
+    health,
+    items,
+    log,
+    pipelines,
+    stream,
+    topics,
+    work,
+)
 from api.settings import Settings
+from api.stream import StreamHub
 from domain.application import utc_now
 
 API_DESCRIPTION = (
@@ -27,6 +41,7 @@ API_DESCRIPTION = (
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> FastAPI:
     metrics = Metrics()
+    streams = StreamHub(settings.max_streams, settings.stream_keepalive_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +59,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
             )
             yield
         finally:
+            streams.close()
             await run_in_threadpool(container.close)
 
     app = FastAPI(
@@ -51,10 +67,21 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
         version="1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # /docs is served from the package's own files (install_console), never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    secret, admin_token = settings.session_secret, settings.admin_token
+    app.state.sessions = Sessions.from_secret(
+        secret.get_secret_value() if secret else None,
+        settings.session_minutes,
+        admin_token.get_secret_value() if admin_token else None,
+    )
+    app.state.streams = streams
     install_error_handlers(app)
-    for module in (agents, pipelines, items, work, topics, budgets, audit, log, health):
+    for module in (agents, pipelines, items, work, topics, budgets, audit, log, stream, health):
         app.include_router(module.router)
+    install_console(app)
     limits = DoorLimits(
         max_body_bytes=settings.max_body_bytes,
         body_timeout_seconds=settings.body_timeout_seconds,

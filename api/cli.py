@@ -8,8 +8,8 @@ import sys
 import threading
 import tomllib
 import uuid
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -18,10 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api import terminal
 from api.auth import new_token
 from api.container import EVENTS_CHANNEL, Container
 from api.logs import configure_logging
 from api.settings import Settings
+from api.stream import StreamHub
 from domain.agent import Agent, hash_token
 from domain.errors import DomainError
 from domain.values import By, Registration
@@ -41,7 +43,12 @@ agents_cli = typer.Typer(help="Manage agent identities.", no_args_is_help=True)
 pipelines_cli = typer.Typer(help="Define pipelines.", no_args_is_help=True)
 cli.add_typer(projections_cli, name="projections")
 cli.add_typer(agents_cli, name="agents")
+items_cli = typer.Typer(
+    help="Read items: list, show, history, the item at a version (locally, or --url/--token).",
+    no_args_is_help=True,
+)
 cli.add_typer(pipelines_cli, name="pipelines")
+cli.add_typer(items_cli, name="items")
 log_cli = typer.Typer(
     help="Check the log's hash chain, export a range of it, check an export offline.",
     no_args_is_help=True,
@@ -328,6 +335,132 @@ def log_check(
     console.print(
         f"{file}: chain intact, {result.events} events up to position {result.last_position}"
     )
+
+
+# -- terminal views: a remote server with --url and --token, else this machine's database ----------
+
+Url = Annotated[
+    str | None,
+    typer.Option("--url", envvar="STATEOWNER_URL", help="a remote server; default: local database"),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="STATEOWNER_TOKEN", help="bearer token for --url", show_default=False
+    ),
+]
+
+
+@contextmanager
+def _source(url: str | None, token: str | None) -> Iterator[terminal.Source]:
+    if url:
+        if not token:
+            errors.print("--url needs --token (or STATEOWNER_TOKEN)")
+            raise typer.Exit(2)
+        yield terminal.Remote(url, token)
+        return
+    container = _container()
+    try:
+        yield terminal.Local(container)
+    finally:
+        container.close()
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    try:
+        yield
+    except terminal.Refused as error:
+        errors.print(f"refused: {error}")
+        raise typer.Exit(1) from None
+
+
+@items_cli.command("list")
+def items_list(
+    pipeline: Annotated[str | None, typer.Option(help="only this pipeline")] = None,
+    topic: Annotated[str | None, typer.Option(help="only this topic")] = None,
+    stage: Annotated[str | None, typer.Option(help="only items at this stage")] = None,
+    status: Annotated[str | None, typer.Option(help="ready, claimed, parked, halted, …")] = None,
+    agent: Annotated[str | None, typer.Option(help="only items this agent holds")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="items per page")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="the next page's cursor")] = None,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Items, oldest first, filtered; prints the cursor of the next page."""
+    filters = {
+        "pipeline": pipeline,
+        "topic": topic,
+        "stage": stage,
+        "status": status,
+        "agent": agent,
+    }
+    with _refusals(), _source(url, token) as source:
+        items, next_cursor = source.items(filters, limit, cursor)
+    if not items:
+        console.print("no items match")
+        return
+    console.print(terminal.items_table(items))
+    if next_cursor:
+        console.print(f"next page: --cursor {next_cursor}")
+
+
+@items_cli.command("show")
+def items_show(
+    item_id: Annotated[str, typer.Argument(help="the item's id")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Where an item stands now."""
+    with _refusals(), _source(url, token) as source:
+        item = source.item(item_id)
+    console.print(terminal.item_table(item, title=item["title"]))
+
+
+@items_cli.command("history")
+def items_history(
+    item_id: Annotated[str, typer.Argument(help="the item's id")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Every event of an item: position, time, type, actor, cause, cost."""
+    with _refusals(), _source(url, token) as source:
+        events = source.history(item_id)
+    console.print(terminal.history_table(events, title=f"item {item_id}"))
+
+
+@items_cli.command("at")
+def items_at(
+    item_id: Annotated[str, typer.Argument(help="the item's id")],
+    version: Annotated[int, typer.Argument(min=1, help="how many of its events to fold")],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """The item as it stood at a version."""
+    with _refusals(), _source(url, token) as source:
+        item = source.at(item_id, version)
+    console.print(terminal.item_table(item, title=f"{item['title']} at version {version}"))
+
+
+@cli.command()
+def tail(
+    type: Annotated[
+        list[str] | None, typer.Option("--type", help="only events of this type; repeat for more")
+    ] = None,
+    item: Annotated[str | None, typer.Option(help="only this item's events")] = None,
+    topic: Annotated[str | None, typer.Option(help="only events of this topic's items")] = None,
+    after: Annotated[
+        int | None, typer.Option(min=0, help="start after this position; default: from now")
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="stop after this many events")] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="one JSON event per line")] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Follow the log as it grows (the live feed, /v1/stream, when --url is given)."""
+    with _refusals(), _source(url, token) as source, suppress(KeyboardInterrupt):
+        events = source.tail(after, list(type or []), item, topic)
+        terminal.render_tail(console, events, count, json_lines)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bus.claims import TooManyWaiting
@@ -43,6 +43,31 @@ class Problem(Exception):
         self.detail = detail
         self.headers = headers
         self.extra = extra
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page: it gets an HTML error page; API clients (and anything under
+    /v1/) keep problem+json."""
+    return not request.url.path.startswith("/v1/") and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+def answer(
+    request: Request,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """The problem, or the console's error page when a browser asked for a page."""
+    render = getattr(request.app.state, "html_errors", None)
+    if render is not None and wants_html(request):
+        response: Response = render(request, status, detail)
+        return response
+    return problem_response(status, code, title, detail, headers=headers, **extra)
 
 
 def problem_response(
@@ -149,8 +174,9 @@ UNAVAILABLE_ERRORS = (
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
-    async def on_problem(request: Request, error: Problem) -> JSONResponse:
-        return problem_response(
+    async def on_problem(request: Request, error: Problem) -> Response:
+        return answer(
+            request,
             error.status,
             error.code,
             error.title,
@@ -160,42 +186,47 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(errors.DomainError)
-    async def on_domain_error(request: Request, error: errors.DomainError) -> JSONResponse:
+    async def on_domain_error(request: Request, error: errors.DomainError) -> Response:
         problem = problem_for_domain_error(error)
-        return problem_response(
-            problem.status, problem.code, problem.title, problem.detail, **problem.extra
+        return answer(
+            request, problem.status, problem.code, problem.title, problem.detail, **problem.extra
         )
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def on_validation_error(request: Request, error: RequestValidationError) -> Response:
         detail, found = _validation_detail(error)
-        return problem_response(422, "validation_error", "Invalid request", detail, errors=found)
+        return answer(request, 422, "validation_error", "Invalid request", detail, errors=found)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> Response:
         code = {
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
         }.get(error.status_code, "http_error")
-        return problem_response(
+        detail = str(error.detail)
+        if error.status_code == 404 and detail == "Not Found":
+            detail = f"no route for {request.url.path}"
+        return answer(
+            request,
             error.status_code,
             code,
-            str(error.detail) if error.status_code != 404 else "Not found",
-            str(error.detail) if error.status_code != 404 else f"no route for {request.url.path}",
+            "Not found" if error.status_code == 404 else str(error.detail),
+            detail,
             headers=getattr(error, "headers", None),
         )
 
     for unavailable in UNAVAILABLE_ERRORS:
 
         @app.exception_handler(unavailable)
-        async def on_unavailable(request: Request, error: Exception) -> JSONResponse:
+        async def on_unavailable(request: Request, error: Exception) -> Response:
             log.warning("database_unavailable", error=str(error))
             container = getattr(request.app.state, "container", None)
             if container is not None and container.started:
                 container.health.lost(str(error))
-            return problem_response(
+            return answer(
+                request,
                 503,
                 "unavailable",
                 "Service unavailable",

@@ -82,3 +82,8 @@ class Metrics:
         self.log_head = Gauge(
             "stateowner_log_head", "Position of the newest event", registry=self.registry
         )
+        self.streams_open = Gauge(
+            "stateowner_streams_open",
+            "Open /v1/stream connections in this process",
+            registry=self.registry,
+        )

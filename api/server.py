@@ -57,14 +57,16 @@ def guarded_protocol(header_timeout_seconds: float) -> type[H11Protocol]:
 
 
 class Server(uvicorn.Server):
-    """On SIGTERM or SIGINT, waiting long-poll claims answer at once (204) instead of holding
-    the graceful shutdown for up to their 30 s."""
+    """uvicorn waits for open responses before it shuts down: on SIGTERM or SIGINT, waiting
+    long-poll claims answer at once (204) and event streams end, instead of holding the
+    shutdown for their whole long poll, or for ever."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.fastapi_app = app
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.fastapi_app.state.streams.close()
         container = getattr(self.fastapi_app.state, "container", None)
         if container is not None and container.started:
             container.claims.close()

@@ -69,3 +69,17 @@ class Settings(BaseSettings):
         default=None, description="JSON logs; default: when not on a terminal"
     )
     log_level: str = Field(default="info")
+    session_secret: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="signs console session cookies; unset: a random secret per process",
+    )
+    session_minutes: int = Field(
+        default=480, ge=1, le=60 * 24 * 30, description="how long a console session lasts"
+    )
+    max_streams: int = Field(
+        default=100, ge=1, le=10_000, description="concurrent /v1/stream connections per process"
+    )
+    stream_keepalive_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="an idle stream sends a comment this often"
+    )

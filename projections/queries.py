@@ -111,18 +111,21 @@ class Queries:
     def items(
         self,
         *,
+        pipeline: str | None = None,
         topic: str | None = None,
         stage: str | None = None,
         status: str | None = None,
         agent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Oldest first, keyset-paged on (created_at, item_id) so pages stay stable as items
-        arrive."""
+        """Oldest (or newest) first, keyset-paged on (created_at, item_id) so pages stay stable
+        as items arrive."""
         conditions: list[sql.Composable] = []
         params: list[Any] = []
         for column, value in (
+            ("pipeline", pipeline),
             ("topic", topic),
             ("stage", stage),
             ("status", status),
@@ -133,15 +136,15 @@ class Queries:
                 params.append(value)
         if cursor is not None:
             created_at, item_id = decode_cursor(cursor)
-            conditions.append(sql.SQL("(created_at, item_id) > (%s, %s)"))
+            comparison = "<" if newest_first else ">"
+            conditions.append(sql.SQL(f"(created_at, item_id) {comparison} (%s, %s)"))
             params.extend([created_at, item_id])
         where = (
             sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
         )
+        order = sql.SQL("created_at DESC, item_id DESC" if newest_first else "created_at, item_id")
         rows = self._all(
-            sql.SQL("SELECT * FROM item_status{} ORDER BY created_at, item_id LIMIT %s").format(
-                where
-            ),
+            sql.SQL("SELECT * FROM item_status{} ORDER BY {} LIMIT %s").format(where, order),
             [*params, limit + 1],
         )
         next_cursor = None
@@ -291,10 +294,15 @@ class Queries:
         item: uuid.UUID | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        before: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Events by actor, type, item and time, oldest first, after a position."""
+        """Events by actor, type, item and time, oldest first after a position, or newest first
+        before one."""
         conditions: list[sql.Composable] = [sql.SQL("position > %s")]
         params: list[Any] = [after]
+        if before is not None:
+            conditions.append(sql.SQL("position < %s"))
+            params.append(before)
         for column, value in (("actor", actor), ("type", type), ("item_id", item)):
             if value is not None:
                 conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
@@ -305,12 +313,67 @@ class Queries:
         if until is not None:
             conditions.append(sql.SQL("at < %s"))
             params.append(until)
+        order = sql.SQL("position DESC" if before is not None else "position")
         return self._all(
-            sql.SQL("SELECT * FROM audit WHERE {} ORDER BY position LIMIT %s").format(
-                sql.SQL(" AND ").join(conditions)
+            sql.SQL("SELECT * FROM audit WHERE {} ORDER BY {} LIMIT %s").format(
+                sql.SQL(" AND ").join(conditions), order
             ),
             [*params, limit],
         )
+
+    # -- the console's overview ---------------------------------------------------------------
+
+    def item_counts(self) -> list[dict[str, Any]]:
+        """How many items stand at each pipeline, stage and status."""
+        return self._all(
+            "SELECT pipeline, stage, status, count(*) AS n FROM item_status "
+            "GROUP BY pipeline, stage, status ORDER BY pipeline, stage, status"
+        )
+
+    def items_in(self, status: str, limit: int) -> list[dict[str, Any]]:
+        """Items in a status, those that have been in it longest first."""
+        return self._all(
+            "SELECT * FROM item_status WHERE status = %s ORDER BY updated_at, item_id LIMIT %s",
+            (status, limit),
+        )
+
+    def leases_ending(self, before: datetime, limit: int) -> list[dict[str, Any]]:
+        """Claimed items whose lease ends before `before` (or has ended), soonest first."""
+        return self._all(
+            "SELECT * FROM item_status WHERE status = 'claimed' AND lease_expires_at < %s "
+            "ORDER BY lease_expires_at LIMIT %s",
+            (before, limit),
+        )
+
+    def waiting_longest(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Ready items no agent has claimed, those ready longest first."""
+        return self._all(
+            "SELECT * FROM item_status WHERE status = 'ready' "
+            "AND (not_before IS NULL OR not_before <= %s) ORDER BY ready_at, position LIMIT %s",
+            (now, limit),
+        )
+
+    def latest_of_types(self, types: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """The newest audit entries of these event types, with their item's title if any."""
+        return self._all(
+            "SELECT a.*, i.title FROM audit a LEFT JOIN item_status i ON i.item_id = a.item_id "
+            "WHERE a.type = ANY(%s) ORDER BY a.position DESC LIMIT %s",
+            (list(types), limit),
+        )
+
+    def aggregate_ids(self, aggregate: str) -> list[uuid.UUID]:
+        """Every aggregate of a kind (Pipeline, Agent, …) the log holds."""
+        rows = self._all(
+            "SELECT DISTINCT aggregate_id FROM audit WHERE aggregate = %s AND version = 1",
+            (aggregate,),
+        )
+        return [row["aggregate_id"] for row in rows]
+
+    def item_titles(self, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        rows = self._all(
+            "SELECT item_id, title FROM item_status WHERE item_id = ANY(%s)", (list(item_ids),)
+        )
+        return {row["item_id"]: row["title"] for row in rows}
 
     # -- the log and the followers' positions -----------------------------------------------------
 

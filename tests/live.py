@@ -11,12 +11,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from tests.conftest import ADMIN_TOKEN
 
@@ -119,6 +125,25 @@ class LiveService:
         return httpx.Client(
             base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=40
         )
+
+
+@contextmanager
+def own_service(server_conninfo: str, workdir: Path, **env: str) -> Iterator[LiveService]:
+    """A `stateowner serve` on a database of its own (dropped afterwards), for a module whose
+    tests share one server."""
+    name = f"stateowner_live_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    service = LiveService(make_conninfo(server_conninfo, dbname=name), workdir, extra_env=env)
+    try:
+        service.serve()
+        yield service
+    finally:
+        service.stop_all()
+        with psycopg.connect(server_conninfo, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 class AgentLoop(threading.Thread):

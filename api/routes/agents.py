@@ -14,9 +14,10 @@ from api.errors import idempotency_mismatch
 from api.presenters import agent_row_body
 from api.schemas import AgentCreate, Body, Name
 from domain.agent import Agent, hash_token
+from domain.application import StateOwner
 from domain.errors import AlreadyExists
 from domain.guards import window_of
-from domain.values import Registration
+from domain.values import By, Registration
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
@@ -85,11 +86,17 @@ class StagesPut(Body):
     stages: list[Name] = Field(max_length=100)
 
 
+def rotate_token_for(app: StateOwner, name: str, by: By) -> tuple[Agent, str, int]:
+    """Give the agent a new token (returned, to be shown once); the old one is refused."""
+    token = new_token(Agent.create_id(name))
+    agent, position = app.rotate_token(name, hash_token(token), by)
+    return agent, token, position
+
+
 @router.post("/{name}/rotate")
 def rotate_token(name: str, principal: Admin, app: AppDep, by: ByDep) -> dict[str, Any]:
     """A new token for the agent, shown this once; the old one is refused from now on."""
-    token = new_token(Agent.create_id(name))
-    agent, position = app.rotate_token(name, hash_token(token), by)
+    agent, token, position = rotate_token_for(app, name, by)
     return _agent_body(agent, token, position)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import structlog
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -87,8 +87,9 @@ async def health(principal: Operator, container: AnyContainerDep) -> dict[str, A
     }
 
 
-def _gather(container: Container) -> bytes:
+def _gather(container: Container, streams_open: int) -> bytes:
     gauges = container.metrics
+    gauges.streams_open.set(streams_open)
     try:
         for status in projection_statuses(container, container.ops_queries):
             gauges.follower_position.labels(status["name"]).set(status["position"])
@@ -112,6 +113,8 @@ def _gather(container: Container) -> bytes:
 
 
 @router.get("/metrics")
-async def metrics(container: AnyContainerDep) -> Response:
-    """Prometheus text: requests, claims, each follower's position and lag, budgets."""
-    return Response(await _run(container, _gather, container), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request, container: AnyContainerDep) -> Response:
+    """Prometheus text: requests, claims, streams, each follower's position and lag, budgets."""
+    streams_open = request.app.state.streams.open
+    text = await _run(container, _gather, container, streams_open)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

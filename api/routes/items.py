@@ -99,6 +99,7 @@ def create_item(
 def list_items(
     principal: AnyPrincipal,
     container: ContainerDep,
+    pipeline: Annotated[Name | None, Query()] = None,
     topic: Annotated[Name | None, Query()] = None,
     stage: Annotated[Name | None, Query()] = None,
     status: StatusName = None,
@@ -111,7 +112,13 @@ def list_items(
         wait_for_view(container, "item_status", min_position)
     try:
         rows, next_cursor = container.queries.items(
-            topic=topic, stage=stage, status=status, agent=agent, limit=limit, cursor=cursor
+            pipeline=pipeline,
+            topic=topic,
+            stage=stage,
+            status=status,
+            agent=agent,
+            limit=limit,
+            cursor=cursor,
         )
     except BadCursor as error:
         raise validation(str(error)) from None

@@ -51,10 +51,15 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/events"): AUDITORS,
     ("GET", "/v1/projections"): OPERATORS,
     ("GET", "/v1/health"): OPERATORS,
+    ("GET", "/v1/stream"): AUDITORS,
     ("GET", "/healthz"): ANYONE,
     ("GET", "/readyz"): ANYONE,
     ("GET", "/metrics"): ANYONE,
 }
+
+# An admitted stream never ends, and the test client waits for the end of a response: the roles a
+# stream admits are checked against a real server in test_stream.py, its refusals here.
+ENDLESS = {("GET", "/v1/stream")}
 
 PATH_VALUES = {
     "name": "nobody",
@@ -103,8 +108,10 @@ def test_each_route_answers_only_the_roles_its_policy_names(
     for method, template in _routes(client):
         path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], template)
         for role, headers in callers.items():
-            status = client.request(method, path, headers=headers).status_code
             admitted = role in POLICY[(method, template)]
+            if admitted and (method, template) in ENDLESS:
+                continue
+            status = client.request(method, path, headers=headers).status_code
             refused_as = 401 if role == NONE else 403
             if admitted and status in (401, 403):
                 wrong.append(f"{method} {template} as {role}: {status}, expected admitted")

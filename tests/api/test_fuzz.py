@@ -54,7 +54,9 @@ def api_schema(fuzz_target: LiveService) -> Any:
     return loaded
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# An admitted /v1/stream never ends, so a generated call would wait forever: test_stream.py tests
+# the stream, bad input included.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path="/v1/stream")
 
 
 @schema.parametrize()
