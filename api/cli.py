@@ -23,7 +23,6 @@ from api.auth import new_token
 from api.container import EVENTS_CHANNEL, Container
 from api.logs import configure_logging
 from api.settings import Settings
-from api.stream import StreamHub
 from domain.agent import Agent, hash_token
 from domain.errors import DomainError
 from domain.values import By, Registration

@@ -43,6 +43,8 @@ def test_the_readme_client_and_worker_examples_work_as_written(
     status, export, assignment = setup.stdout.split()
     assert (status, export) == ("ready", "export")
     token = assignment.removeprefix("TOKEN=")
+    # The list reads the projection, which may be a moment behind the create.
+    wait_for("the item to be listed", lambda: len(list(admin.list_items(topic="llm-costs"))) == 1)
     (item,) = admin.list_items(topic="llm-costs")
     worker = subprocess.Popen(
         [sys.executable, "-c", worker_block],
