@@ -101,6 +101,7 @@ class Container:
                 max_routes=settings.max_routes,
                 max_bytes=settings.max_spec_bytes,
             ),
+            decide_at_once=settings.decide_at_once,
         )
         self.datastore = self.database.datastore(max(2, settings.pool_size // 2))
         self.views = {name: view(self.datastore) for name, view in VIEWS.items()}

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
         default=True, description="run the projection followers in `serve`"
     )
     run_bus: bool = Field(default=True, description="run the bus follower in `serve`")
+    decide_at_once: bool = Field(
+        default=True,
+        description="decide what follows a lease's end in the same append; false: the bus decides",
+    )
     read_wait_seconds: float = Field(
         default=5.0, gt=0, description="how long a read with min_position waits for its projection"
     )

@@ -305,6 +305,17 @@ def history(http: Failover, item_id: str) -> list[dict[str, Any]]:
             return events
 
 
+def answered(caused_by: str, events: list[dict[str, Any]]) -> int | None:
+    """The position of the trigger a decision names: `event:<position>` (the bus) or
+    `event:<item id>@<version>` (decided in the trigger's own append)."""
+    name = caused_by.removeprefix("event:")
+    if "@" not in name:
+        return int(name) if name.isdigit() else None
+    item_id, _, version = name.partition("@")
+    named = (e for e in events if e["item_id"] == item_id and str(e["version"]) == version)
+    return next((e["position"] for e in named), None)
+
+
 def violations_of(events: list[dict[str, Any]], acked: dict[str, str]) -> list[str]:
     """What an item's history breaks of the log's promises."""
     found = []
@@ -313,14 +324,19 @@ def violations_of(events: list[dict[str, Any]], acked: dict[str, str]) -> list[s
         found.append("does not begin with ItemCreated")
     if types.count("ItemCompleted") != 1 or types[-1] != "ItemCompleted":
         found.append(f"not completed exactly once, last: {types.count('ItemCompleted')} x")
-    triggers = {f"event:{e['position']}" for e in events if e["type"] in TRIGGERS}
-    decided = Counter(e["caused_by"] for e in events if e["actor"] == "system:bus")
+    triggers = {e["position"] for e in events if e["type"] in TRIGGERS}
+    decided = Counter(
+        answered(e["caused_by"], events) for e in events if e["actor"] == "system:bus"
+    )
     if set(decided) != triggers:
         found.append(f"triggers without exactly one decision: {sorted(set(decided) ^ triggers)}")
     if any(count > 1 for count in decided.values()):
         found.append(f"a trigger decided twice: {[c for c, n in decided.items() if n > 1]}")
     for before, after in itertools.pairwise(events):
-        if before["type"] in TRIGGERS and after["caused_by"] != f"event:{before['position']}":
+        if (
+            before["type"] in TRIGGERS
+            and answered(after["caused_by"], events) != before["position"]
+        ):
             found.append(f"the event after the trigger at {before['position']} does not answer it")
     ends = Counter(e["data"]["lease_id"] for e in events if e["type"] in ENDS)
     for claim in (e for e in events if e["type"] == "StageClaimed"):

@@ -12,12 +12,13 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from bus.governor import Governor
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate
-from domain.item import LeaseEnded
+from domain.item import DECIDER, Item, LeaseEnded
 from domain.values import By
 
 log = structlog.get_logger(__name__)
 
-BUS_ACTOR = "system:bus"
+BUS_ACTOR = DECIDER
+DECISIONS = (Item.StageReady, Item.ItemCompleted, Item.ItemParked, Item.ItemHalted)
 DECISION_ATTEMPTS = 5
 
 
@@ -40,7 +41,17 @@ class Bus:
         return self.app.recorder.max_tracking_id(StateOwner.name) or 0
 
     def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
-        triggers = [(e, p) for e, p in batch if isinstance(e, LeaseEnded)]
+        # A trigger whose decision follows it in the batch was decided in its own append.
+        answered = {
+            (e.originator_id, e.originator_version - 1)
+            for e, _ in batch
+            if isinstance(e, DECISIONS)
+        }
+        triggers = [
+            (e, p)
+            for e, p in batch
+            if isinstance(e, LeaseEnded) and (e.originator_id, e.originator_version) not in answered
+        ]
         tracked = after
         if len(triggers) > 1 and self._decide_together(triggers):
             tracked = triggers[-1][1]

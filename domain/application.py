@@ -24,7 +24,7 @@ from domain.errors import (
     StateConflict,
 )
 from domain.guards import window_of
-from domain.item import Item, LeaseEnded
+from domain.item import Item, LeaseEnded, trigger_name
 from domain.pipeline import Pipeline, SpecLimits, accept_spec
 from domain.recorded import Recorded
 from domain.topic import Topic
@@ -71,10 +71,12 @@ class StateOwner(Application[uuid.UUID]):
         env: dict[str, str] | None = None,
         clock: Callable[[], datetime] = utc_now,
         spec_limits: SpecLimits | None = None,
+        decide_at_once: bool = True,
     ) -> None:
         super().__init__(env)
         self.clock = clock
         self.spec_limits = spec_limits or SpecLimits()
+        self.decide_at_once = decide_at_once
         # Told (stage, item id) once a stage is claimable now, so waiting claims can wake at once.
         self.ready_listeners: list[Callable[[str, uuid.UUID], None]] = []
 
@@ -287,12 +289,14 @@ class StateOwner(Application[uuid.UUID]):
 
         def command() -> tuple[Item, int]:
             item = self.item(item_id)
+            now = self.clock()
             try:
-                change(item, self.clock())
+                change(item, now)
             except LeaseTimedOut:
                 if self.item(item_id).version != item.version:
                     raise ConcurrentUpdate from None
                 raise
+            self._decide_now(item, now)
             return item, self._save_if_changed(item)
 
         return self._retrying(command, attempts=LEASE_COMMAND_ATTEMPTS)
@@ -318,9 +322,12 @@ class StateOwner(Application[uuid.UUID]):
         )
 
     def expire_lease(self, item_id: uuid.UUID, by: By) -> tuple[Item, int]:
-        return self._change(
-            lambda: self.item(item_id), lambda item: item.expire_lease(self.clock(), by)
-        )
+        def expire(item: Item) -> None:
+            now = self.clock()
+            item.expire_lease(now, by)
+            self._decide_now(item, now)
+
+        return self._change(lambda: self.item(item_id), expire)
 
     def revoke_lease(self, item_id: uuid.UUID, lease_id: str, by: By) -> tuple[Item, int]:
         """End a lease whose holder is disabled or no longer scoped to its stage, as the Agent
@@ -337,6 +344,7 @@ class StateOwner(Application[uuid.UUID]):
                 raise StateConflict(f"{item.agent!r} may still work on {item.stage!r}")
             why = "disabled" if holder is None or holder.disabled else "out of scope"
             item.revoke_lease(lease_id, f"{item.agent} is {why} for stage {item.stage!r}", by)
+            self._decide_now(item, self.clock())
 
         return self._change(lambda: self.item(item_id), revoke)
 
@@ -349,7 +357,26 @@ class StateOwner(Application[uuid.UUID]):
     def resume_item(self, item_id: uuid.UUID, by: By) -> tuple[Item, int]:
         return self._change(lambda: self.item(item_id), lambda item: item.resume(by))
 
-    # -- the bus's decision point ------------------------------------------------------------------
+    # -- decisions ----------------------------------------------------------------------------------
+
+    def item_as_reported(self, item_id: uuid.UUID, version: int) -> Item:
+        """The item as the report at `version` left it: with the decision appended with it, if
+        any (what a repeat of that report is answered with)."""
+        following = list(self.events.get(item_id, gt=version, lte=version + 1))
+        answer = following[0] if following else None
+        decided = isinstance(answer, Recorded) and answer.caused_by == trigger_name(
+            item_id, version
+        )
+        return self.item(item_id, version=version + 1 if decided else version)
+
+    def _decide_now(self, item: Item, now: datetime) -> None:
+        """Append the decision a lease's end calls for together with that end, when the item and
+        its spec are all it needs (today: always), so the next stage is claimable the moment
+        the report is durable. The bus then finds the trigger decided and moves past it; it
+        decides what this does not (a log written before, or an app built without this)."""
+        trigger = item.pending_events[-1] if item.pending_events else None
+        if self.decide_at_once and isinstance(trigger, LeaseEnded):
+            item.decide(trigger, now, trigger.answered_by())
 
     def decide(
         self, triggers: Sequence[tuple[LeaseEnded, By]], tracking: Tracking | None = None

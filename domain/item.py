@@ -39,6 +39,8 @@ class Status:
     FINAL = frozenset({DONE, CANCELLED})
 
 
+# Who decides what follows a stage's end: the pipeline's rules, run by the service.
+DECIDER = "system:bus"
 EXPIRED = "expired"
 REVOKED = "revoked"
 STEP_VERBS = {
@@ -64,6 +66,11 @@ def report_fingerprint(report: dict[str, Any]) -> str:
 # -- the kinds of item event; the events themselves are declared on Item -------------------------
 
 
+def trigger_name(item_id: uuid.UUID, version: int) -> str:
+    """How a decision appended with its trigger names it: `event:<item id>@<version>`."""
+    return f"event:{item_id}@{version}"
+
+
 class LeaseEvent(Recorded):
     """An event about one lease on one stage."""
 
@@ -85,6 +92,11 @@ class LeaseEnded(LeaseEvent):
     def ending(self) -> str:
         """What a later report on this lease is compared with."""
         return EXPIRED
+
+    def answered_by(self) -> By:
+        """Who decides on this trigger in the same append (the bus names triggers by position,
+        unknown until the append; here the trigger is the item's version before the decision)."""
+        return By(DECIDER, trigger_name(self.originator_id, self.originator_version))
 
 
 class LeaseReported(LeaseEnded):

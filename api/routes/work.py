@@ -103,8 +103,8 @@ def _report(
     except RepeatedCompletion as repeat:
         # The first answer, given again for an identical repeat.
         item_id = lease_item_id(call.lease_id)
-        item = call.container.app.item(item_id, version=repeat.version)
-        position = call.container.queries.event_position(item_id, repeat.version)
+        item = call.container.app.item_as_reported(item_id, repeat.version)
+        position = call.container.queries.event_position(item_id, item.version)
     return {
         "item_id": str(item.id),
         "stage": item.stage,
@@ -122,7 +122,8 @@ def heartbeat(call: LeaseDep) -> dict[str, Any]:
 
 @router.post("/v1/leases/{lease_id}/complete", response_model=StageReportOut)
 def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
-    """Report a stage done; the bus then fires the next stage. An identical repeat is answered again."""
+    """Report a stage done; what follows it (the next stage ready, say) is decided in the same
+    append. An identical repeat is answered again."""
     return _report(
         call,
         body.trace,
@@ -132,7 +133,7 @@ def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
 
 @router.post("/v1/leases/{lease_id}/fail", response_model=StageReportOut)
 def fail(body: FailRequest, call: LeaseDep) -> dict[str, Any]:
-    """Report a stage failed; the bus retries it with backoff or parks the item."""
+    """Report a stage failed; it is retried with backoff or parked, in the same append."""
     return _report(
         call,
         body.trace,

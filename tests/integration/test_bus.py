@@ -1,4 +1,6 @@
-"""The bus decides each trigger exactly once, alone or in a batch, and leaves moved items alone."""
+"""The bus decides each trigger exactly once, alone or in a batch, and leaves moved items alone:
+here, as the backstop for triggers appended without their decision (a log from before, or
+`decide_at_once` off)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,18 @@ from typing import Any
 import pytest
 
 from api.container import Container
+from api.settings import Settings
 from bus.advance import Bus
 from domain.values import By, Claimant, Completion, NewItem
 from projections.follower import read_batch
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"decide_at_once": False})
+
 
 OPS = By("operator:test", "t")
 SPEC = {"stages": [{"name": "draft"}, {"name": "edit"}]}
@@ -72,3 +81,19 @@ def test_a_trigger_whose_item_was_cancelled_is_left_alone(container: Container) 
     assert container.app.item(ids[0]).status == "cancelled"
     assert container.app.item(ids[1]).stage == "edit"
     assert container.app.item(ids[1]).status == "ready"
+
+
+def test_triggers_decided_in_their_own_append_are_only_passed(settings: Settings) -> None:
+    """With decisions made at once, the bus reads each trigger already answered: it appends
+    nothing but its position."""
+    container = Container(settings.model_copy(update={"decide_at_once": True})).start()
+    try:
+        _completed_items(container, 3)
+        batch = _log(container)
+        head = container.app.position()
+        bus = Bus(container.app)
+        bus.process_batch(batch, 0)
+        assert container.app.position() == head
+        assert bus.position() == head
+    finally:
+        container.close()

@@ -128,8 +128,9 @@ def test_a_serve_killed_mid_load_restarts_and_loses_or_doubles_nothing(
 def test_two_bus_workers_never_double_dispatch_and_the_standby_takes_over(
     service: LiveService,
 ) -> None:
-    """Two `worker --bus` processes run at once; one decides, and when it is killed the other does."""
-    service.serve(STATEOWNER_RUN_BUS="false")
+    """Two `worker --bus` processes run at once; one decides, and when it is killed the other does
+    (the serve process leaves every decision to the bus here)."""
+    service.serve(STATEOWNER_RUN_BUS="false", STATEOWNER_DECIDE_AT_ONCE="false")
     first = service.worker("--bus")
     time.sleep(1.0)  # the first takes the lock; the second becomes its hot standby
     service.worker("--bus")

@@ -72,17 +72,19 @@ def test_a_completion_racing_a_heartbeat_near_expiry_is_not_refused(
 
     clock.before_next_read = heartbeat_lands_first
     done, _ = app.complete_stage(lease, HOLDER, Completion({"ok": True}), AS_HOLDER)
-    assert done.status == "advancing"
-    assert [type(e).__name__ for e in app.events.get(item.id)][-2:] == [
+    assert done.status == "done"
+    assert [type(e).__name__ for e in app.events.get(item.id)][-3:] == [
         "LeaseRenewed",
         "StageCompleted",
+        "ItemCompleted",
     ]
 
 
-def test_a_conflict_says_nothing_of_the_storage(pair: tuple[StateOwner, StateOwner]) -> None:
+def test_a_conflict_says_nothing_of_the_storage(settings: Settings) -> None:
     """A decision whose tracking position was recorded already is refused with a plain
     sentence; the database's own text stays on the cause, for the log."""
-    app, _ = pair
+    container = Container(settings.model_copy(update={"decide_at_once": False})).start()
+    app = container.app
     app.put_pipeline("p", {"stages": [{"name": "work"}]}, OPS)
     item, _ = app.create_item(NewItem("p", "t", "x", {}), OPS)
     _, lease, _ = app.claim(item.id, "work", HOLDER, AS_HOLDER)
@@ -93,3 +95,4 @@ def test_a_conflict_says_nothing_of_the_storage(pair: tuple[StateOwner, StateOwn
         app.decide([(trigger, By("system:bus", "event:4"))], Tracking(app.name, 7))
     assert str(conflict.value) == "another writer changed it first; try again"
     assert "recorded already" in str(conflict.value.__cause__)
+    container.close()

@@ -60,12 +60,24 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def app(clock: Clock) -> Iterator[StateOwner]:
-    application = StateOwner(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
+def _application(clock: Clock, *, decide_at_once: bool) -> Iterator[StateOwner]:
+    application = StateOwner(
+        env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock, decide_at_once=decide_at_once
+    )
     application.put_pipeline("article", SPEC, OPS)
     yield application
     application.close()
+
+
+@pytest.fixture
+def app(clock: Clock) -> Iterator[StateOwner]:
+    yield from _application(clock, decide_at_once=True)
+
+
+@pytest.fixture
+def backstop(clock: Clock) -> Iterator[StateOwner]:
+    """An application that leaves every decision to the bus, as a log from before would."""
+    yield from _application(clock, decide_at_once=False)
 
 
 def _new(title: str = "An item") -> NewItem:
@@ -132,7 +144,7 @@ class TestLeases:
         _, lease = _claimed(app)
         completion = Completion({"text": "done"})
         saved, position = app.complete_stage(lease, HOLDER, completion, WRITER)
-        assert (saved.status, position) == (Status.ADVANCING, app.position())
+        assert (saved.status, saved.stage, position) == (Status.READY, "publish", app.position())
         with pytest.raises(RepeatedCompletion):
             app.complete_stage(lease, HOLDER, completion, WRITER)
         assert app.position() == position
@@ -154,56 +166,105 @@ class TestLeases:
         assert app.position() == head
 
 
-class TestDecisions:
-    def test_the_bus_advances_a_completed_stage_once(self, app: StateOwner) -> None:
+class TestDecisionsAtOnce:
+    def test_a_completion_and_its_decision_are_appended_together(self, app: StateOwner) -> None:
+        """The next stage is ready in the completion's own append, decided by the bus's rules and
+        naming the completion it answers."""
+        item, lease = _claimed(app)
+        head = app.position()
+        _, position = app.complete_stage(lease, HOLDER, Completion(), WRITER)
+        assert position == head + 2
+        completed, ready = list(app.events.get(item.id))[-2:]
+        assert isinstance(completed, Item.StageCompleted)
+        assert isinstance(ready, Item.StageReady)
+        assert (ready.stage, ready.reason, ready.actor) == ("publish", "advanced", "system:bus")
+        assert ready.caused_by == f"event:{item.id}@{completed.originator_version}"
+        assert backstop_has_nothing_to_decide(app, completed)
+
+    def test_a_failure_is_retried_and_the_last_stage_completes_at_once(
+        self, app: StateOwner
+    ) -> None:
+        """A retryable failure makes the stage ready again; completing the last stage completes
+        the item, each in the report's append."""
+        item, lease = _claimed(app)
+        retried, _ = app.fail_stage(lease, HOLDER, Failure("flaky"), WRITER)
+        assert (retried.status, retried.stage, retried.attempt) == (Status.READY, "draft", 2)
+        _, lease, _ = app.claim(item.id, "draft", HOLDER, WRITER)
+        app.complete_stage(lease, HOLDER, Completion(), WRITER)
+        _, lease, _ = app.claim(item.id, "publish", HOLDER, WRITER)
+        done, _ = app.complete_stage(lease, HOLDER, Completion(), WRITER)
+        assert done.status == Status.DONE
+
+    def test_an_expired_lease_is_decided_with_its_expiry(
+        self, app: StateOwner, clock: Clock
+    ) -> None:
+        """The sweeper's expiry and the retry it calls for are one append."""
+        item, _ = _claimed(app)
+        clock.now += timedelta(seconds=61)
+        expired, _ = app.expire_lease(item.id, By("system:sweeper", "sweep"))
+        assert (expired.status, expired.attempt) == (Status.READY, 2)
+        assert isinstance(list(app.events.get(item.id))[-2], Item.LeaseExpired)
+
+
+def backstop_has_nothing_to_decide(app: StateOwner, trigger: LeaseEnded) -> bool:
+    head = app.position()
+    return app.decide([(trigger, BUS)]) is None and app.position() == head
+
+
+class TestTheBusAsBackstop:
+    def test_the_bus_advances_a_completed_stage_once(self, backstop: StateOwner) -> None:
         """decide appends the next stage's StageReady; deciding the same trigger again appends
         nothing."""
-        item, lease = _claimed(app)
-        app.complete_stage(lease, HOLDER, Completion(), WRITER)
-        trigger = _trigger(app, item.id)
-        assert app.decide([(trigger, BUS)]) == app.position()
-        assert (app.item(item.id).stage, app.item(item.id).status) == ("publish", "ready")
-        head = app.position()
-        assert app.decide([(trigger, BUS)]) is None
-        assert app.position() == head
+        item, lease = _claimed(backstop)
+        backstop.complete_stage(lease, HOLDER, Completion(), WRITER)
+        trigger = _trigger(backstop, item.id)
+        assert backstop.decide([(trigger, BUS)]) == backstop.position()
+        assert (backstop.item(item.id).stage, backstop.item(item.id).status) == ("publish", "ready")
+        head = backstop.position()
+        assert backstop.decide([(trigger, BUS)]) is None
+        assert backstop.position() == head
 
-    def test_a_decision_and_its_tracking_are_saved_together(self, app: StateOwner) -> None:
+    def test_a_decision_and_its_tracking_are_saved_together(self, backstop: StateOwner) -> None:
         """A tracking position recorded already refuses the whole decision: nothing is appended."""
-        item, lease = _claimed(app)
-        app.fail_stage(lease, HOLDER, Failure("flaky"), WRITER)
-        trigger = _trigger(app, item.id)
-        app.recorder.insert_tracking(Tracking(app.name, 7))
-        head = app.position()
+        item, lease = _claimed(backstop)
+        backstop.fail_stage(lease, HOLDER, Failure("flaky"), WRITER)
+        trigger = _trigger(backstop, item.id)
+        backstop.recorder.insert_tracking(Tracking(backstop.name, 7))
+        head = backstop.position()
         with pytest.raises(ConcurrentUpdate):
-            app.decide([(trigger, BUS)], Tracking(app.name, 7))
-        assert app.position() == head
-        assert app.item(item.id).status == Status.ADVANCING
-        app.decide([(trigger, BUS)], Tracking(app.name, 8))
-        assert app.item(item.id).attempt == 2
-        assert app.recorder.max_tracking_id(app.name) == 8
+            backstop.decide([(trigger, BUS)], Tracking(backstop.name, 7))
+        assert backstop.position() == head
+        assert backstop.item(item.id).status == Status.ADVANCING
+        backstop.decide([(trigger, BUS)], Tracking(backstop.name, 8))
+        assert backstop.item(item.id).attempt == 2
+        assert backstop.recorder.max_tracking_id(backstop.name) == 8
 
-    def test_decisions_on_several_items_are_saved_as_one(self, app: StateOwner) -> None:
+    def test_decisions_on_several_items_are_saved_as_one(self, backstop: StateOwner) -> None:
         """Two triggers decided together append both decisions, next to each other."""
         triggers = []
         for _ in range(2):
-            item, lease = _claimed(app)
-            app.complete_stage(lease, HOLDER, Completion(), WRITER)
-            triggers.append((_trigger(app, item.id), BUS))
-        head = app.position()
-        assert app.decide(triggers) == head + 2
-        assert all(app.item(t.originator_id).stage == "publish" for t, _ in triggers)
+            item, lease = _claimed(backstop)
+            backstop.complete_stage(lease, HOLDER, Completion(), WRITER)
+            triggers.append((_trigger(backstop, item.id), BUS))
+        head = backstop.position()
+        assert backstop.decide(triggers) == head + 2
+        assert all(backstop.item(t.originator_id).stage == "publish" for t, _ in triggers)
 
-    def test_waiting_claims_are_told_only_of_stages_claimable_now(self, app: StateOwner) -> None:
+    def test_waiting_claims_are_told_only_of_stages_claimable_now(
+        self, backstop: StateOwner
+    ) -> None:
         """Ready listeners hear of a new item's stage, not of a retry that waits for its backoff."""
         told: list[tuple[str, uuid.UUID]] = []
-        app.ready_listeners.append(lambda stage, item_id: told.append((stage, item_id)))
-        item, _ = _claimed(app)
+        backstop.ready_listeners.append(lambda stage, item_id: told.append((stage, item_id)))
+        item, _ = _claimed(backstop)
         assert told == [("draft", item.id)]
-        app.put_pipeline("slow", {"stages": [{"name": "draft", "retry_backoff_seconds": 60}]}, OPS)
-        slow, _ = app.create_item(NewItem("slow", "news", "s", {}), OPS)
-        _, slow_lease, _ = app.claim(slow.id, "draft", HOLDER, WRITER)
-        app.fail_stage(slow_lease, HOLDER, Failure("flaky"), WRITER)
-        app.decide([(_trigger(app, slow.id), BUS)])
+        backstop.put_pipeline(
+            "slow", {"stages": [{"name": "draft", "retry_backoff_seconds": 60}]}, OPS
+        )
+        slow, _ = backstop.create_item(NewItem("slow", "news", "s", {}), OPS)
+        _, slow_lease, _ = backstop.claim(slow.id, "draft", HOLDER, WRITER)
+        backstop.fail_stage(slow_lease, HOLDER, Failure("flaky"), WRITER)
+        backstop.decide([(_trigger(backstop, slow.id), BUS)])
         assert told == [("draft", item.id), ("draft", slow.id)]
 
 
