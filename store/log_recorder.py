@@ -1,24 +1,35 @@
-"""The event log's writer: the library's process recorder, appending in one round trip, and
-chaining every event's hash to the one before it.
+"""The event log's writer: the library's process recorder, appending many commands' events in
+one round trip, and chaining every event's hash to the one before it.
 
 The library appends with LOCK TABLE, INSERT, a fetch of the new ids and COMMIT as separate round
 trips, all holding the table lock; under load, writers queue on that lock while its holder waits
 for its own Python thread to send the next step. Here one statement, a function, takes the same
-EXCLUSIVE lock, records the tracking position (if any), numbers the events, chains their hashes
-(see `store/chain.py`), inserts them and NOTIFYs, and its implicit transaction commits at once:
-the same gap-free order for followers, the lock held only while the database works, and the
-chain computed in the order the log has.
+EXCLUSIVE lock and, for each command in a group (see `store/group_commit.py`): refuses it alone
+if another append took one of its aggregate versions or its tracking position, else records the
+tracking position (if any), numbers its events, chains their hashes (see `store/chain.py`) and
+inserts them; then NOTIFYs, and its implicit transaction commits at once: the same gap-free
+order for followers, one commit for the group, the lock held only while the database works, and
+the chain computed in the order the log has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+    Tracking,
+)
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier, Literal
+
+from store.group_commit import GroupCommit
 
 FUNCTION_SUFFIX = "_append"
 RECHAIN_SUFFIX = "_rechain"
@@ -59,9 +70,11 @@ class SingleTripRecorder(PostgresProcessRecorder):
         self.sql_create_statements.extend(
             statement.format(**names) for statement in self._schema_statements()
         )
-        self.append_statement = SQL("SELECT * FROM {schema}.{append}(%s, %s, %s)").format(**names)
+        self.append_statement = SQL(
+            "SELECT * FROM {schema}.{append}(%s, %s::int[], %s::text[], %s::bigint[])"
+        ).format(**names)
         self.rechain_statement = SQL("SELECT {schema}.{rechain}()").format(**names)
-        self.returned_column = self.events_table_name + FUNCTION_SUFFIX
+        self.group_commit: GroupCommit[Append, list[int]] = GroupCommit(self._append_together)
 
     @staticmethod
     def _schema_statements() -> list[SQL]:
@@ -72,39 +85,63 @@ class SingleTripRecorder(PostgresProcessRecorder):
                 "CREATE INDEX IF NOT EXISTS {unchained} ON {schema}.{events} (notification_id) "
                 "WHERE hash IS NULL"
             ),
+            # The single-append function of earlier releases; appends now go in groups.
+            SQL("DROP FUNCTION IF EXISTS {schema}.{append}({schema}.{event_type}[], text, bigint)"),
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{append}("
-                "events {schema}.{event_type}[], tracking_name text, tracking_id bigint) "
-                "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
-                "DECLARE previous bytea; ids bigint[] := '{{}}'; hashes bytea[] := '{{}}'; "
-                "  e {schema}.{event_type}; id bigint; "
+                "events {schema}.{event_type}[], groups int[], tracking_names text[], "
+                "tracking_ids bigint[]) "
+                "RETURNS TABLE (appended_group int, appended_position bigint, conflict text) "
+                "LANGUAGE plpgsql AS $BODY$ "
+                "DECLARE previous bytea; e {schema}.{event_type}; id bigint; g int; "
+                "  lo int := 1; hi int; ids bigint[]; hashes bytea[]; taken text; "
                 "BEGIN "
                 "  LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE; "
-                "  IF tracking_name IS NOT NULL THEN "
-                "    INSERT INTO {schema}.{tracking} AS t (application_name, notification_id) "
-                "    VALUES (tracking_name, tracking_id) ON CONFLICT (application_name) DO UPDATE "
-                "    SET notification_id = EXCLUDED.notification_id "
-                "    WHERE t.notification_id < EXCLUDED.notification_id; "
-                "    IF NOT FOUND THEN "
-                "      RAISE EXCEPTION USING ERRCODE = 'unique_violation', "
-                "      MESSAGE = 'tracking position ' || tracking_id || ' recorded already'; "
-                "    END IF; "
-                "  END IF; "
                 "  SELECT hash INTO previous FROM {schema}.{events} "
                 "    ORDER BY notification_id DESC LIMIT 1; "
                 "  previous := coalesce(previous, {genesis}); "
-                "  FOREACH e IN ARRAY events LOOP "
-                "    id := nextval(pg_get_serial_sequence({sequence}, 'notification_id')); "
-                "    previous := sha256(previous || {hash_of_e}); "
-                "    ids := ids || id; hashes := hashes || previous; "
+                "  FOR g IN 1 .. coalesce(array_length(tracking_names, 1), 0) LOOP "
+                "    hi := lo - 1; "
+                "    WHILE hi < coalesce(array_length(events, 1), 0) "
+                "      AND groups[hi + 1] = g LOOP hi := hi + 1; END LOOP; "
+                # A version another append took (committed, or earlier in this batch) refuses
+                # this group alone, before anything of it is written.
+                "    SELECT u.originator_id || ' version ' || u.originator_version INTO taken "
+                "      FROM unnest(events[lo:hi]) AS u "
+                "      JOIN {schema}.{events} s ON s.originator_id = u.originator_id "
+                "      AND s.originator_version = u.originator_version LIMIT 1; "
+                "    IF taken IS NOT NULL THEN "
+                "      RETURN QUERY SELECT g, NULL::bigint, 'aggregate ' || taken || ' exists'; "
+                "      lo := hi + 1; CONTINUE; "
+                "    END IF; "
+                "    IF tracking_names[g] IS NOT NULL THEN "
+                "      INSERT INTO {schema}.{tracking} AS t (application_name, notification_id) "
+                "      VALUES (tracking_names[g], tracking_ids[g]) "
+                "      ON CONFLICT (application_name) DO UPDATE "
+                "      SET notification_id = EXCLUDED.notification_id "
+                "      WHERE t.notification_id < EXCLUDED.notification_id; "
+                "      IF NOT FOUND THEN "
+                "        RETURN QUERY SELECT g, NULL::bigint, "
+                "          'tracking position ' || tracking_ids[g] || ' recorded already'; "
+                "        lo := hi + 1; CONTINUE; "
+                "      END IF; "
+                "    END IF; "
+                "    ids := '{{}}'; hashes := '{{}}'; "
+                "    FOR n IN lo .. hi LOOP "
+                "      e := events[n]; "
+                "      id := nextval(pg_get_serial_sequence({sequence}, 'notification_id')); "
+                "      previous := sha256(previous || {hash_of_e}); "
+                "      ids := ids || id; hashes := hashes || previous; "
+                "    END LOOP; "
+                "    RETURN QUERY INSERT INTO {schema}.{events} "
+                "      (notification_id, originator_id, originator_version, topic, state, hash) "
+                "      SELECT ids[k], u.originator_id, u.originator_version, u.topic, u.state, "
+                "      hashes[k] FROM unnest(events[lo:hi]) WITH ORDINALITY "
+                "      AS u(originator_id, originator_version, topic, state, k) "
+                "      RETURNING g, notification_id, NULL::text; "
+                "    lo := hi + 1; "
                 "  END LOOP; "
                 "  NOTIFY {channel}; "
-                "  RETURN QUERY INSERT INTO {schema}.{events} "
-                "    (notification_id, originator_id, originator_version, topic, state, hash) "
-                "    SELECT ids[n], originator_id, originator_version, topic, state, hashes[n] "
-                "    FROM unnest(events) WITH ORDINALITY "
-                "    AS u(originator_id, originator_version, topic, state, n) "
-                "    RETURNING notification_id; "
                 "END $BODY$"
             ),
             SQL(
@@ -138,23 +175,49 @@ class SingleTripRecorder(PostgresProcessRecorder):
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(self.rechain_statement)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        tracking: Tracking | None = kwargs.get("tracking")
-        events = [
-            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
+        """Append with whatever other threads are appending now (see `store/group_commit.py`);
+        a conflict refuses this append alone, as IntegrityError."""
+        return self.group_commit.submit(Append(stored_events, kwargs.get("tracking")))
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _append_together(self, appends: Sequence[Append]) -> list[list[int] | Exception]:
+        events, groups = [], []
+        for group, append in enumerate(appends, start=1):
+            for e in append.events:
+                events.append(
+                    self.construct_pg_stored_event(
+                        e.originator_id, e.originator_version, e.topic, e.state
+                    )
+                )
+                groups.append(group)
+        trackings = [append.tracking for append in appends]
         with self.datastore.get_connection() as conn:
             rows = conn.execute(
                 self.append_statement,
                 (
                     events,
-                    tracking.application_name if tracking else None,
-                    tracking.notification_id if tracking else None,
+                    groups,
+                    [t.application_name if t else None for t in trackings],
+                    [t.notification_id if t else None for t in trackings],
                 ),
                 prepare=True,
             ).fetchall()
-        return [row[self.returned_column] for row in rows]
+        outcomes: list[list[int] | Exception] = [[] for _ in appends]
+        for row in rows:
+            outcome = outcomes[row["appended_group"] - 1]
+            if row["conflict"] is not None:
+                outcomes[row["appended_group"] - 1] = IntegrityError(row["conflict"])
+            elif isinstance(outcome, list):
+                outcome.append(row["appended_position"])
+        return outcomes
+
+
+@dataclass(frozen=True)
+class Append:
+    """One command's events, and the follower's position they answer (if any)."""
+
+    events: Sequence[StoredEvent]
+    tracking: Tracking | None
