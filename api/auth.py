@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from api.errors import unauthorized
-from domain.agent import Role, role_allows
+from domain.agent import Agent, Role, role_allows
 from domain.application import StateOwner
 from domain.errors import NotFound
 from domain.values import Claimant
@@ -58,7 +58,19 @@ def agent_id_of(token: str) -> uuid.UUID | None:
         return None
 
 
-def authenticate(authorization: str | None, app: StateOwner, admin_token: str | None) -> Principal:
+@dataclass(frozen=True)
+class Credentials:
+    """A bearer token as sent: the built-in admin's, or one naming an agent."""
+
+    token: str
+    agent_id: uuid.UUID | None
+
+
+ADMIN_PRINCIPAL = Principal(name=BUILTIN_ADMIN, role=Role.ADMIN, builtin=True)
+
+
+def credentials(authorization: str | None, admin_token: str | None) -> Credentials:
+    """The token an Authorization header carries (401 when there is none, or it names nobody)."""
     if not authorization:
         raise unauthorized("send Authorization: Bearer TOKEN")
     scheme, _, token = authorization.partition(" ")
@@ -66,14 +78,31 @@ def authenticate(authorization: str | None, app: StateOwner, admin_token: str | 
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("send Authorization: Bearer TOKEN")
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return Principal(name=BUILTIN_ADMIN, role=Role.ADMIN, builtin=True)
+        return Credentials(token, None)
     agent_id = agent_id_of(token)
     if agent_id is None:
         raise unauthorized(INVALID_TOKEN)
-    try:
-        agent = app.agent_by_id(agent_id)
-    except NotFound:
-        raise unauthorized(INVALID_TOKEN) from None
-    if not agent.token_matches(token):
+    return Credentials(token, agent_id)
+
+
+def principal_of(credentials: Credentials, agent: Agent | None) -> Principal:
+    """Who the credentials prove the caller is, given the agent they name as it stands."""
+    if credentials.agent_id is None:
+        return ADMIN_PRINCIPAL
+    if agent is None or not agent.token_matches(credentials.token):
         raise unauthorized(INVALID_TOKEN)
     return Principal(name=agent.name, role=agent.role, stages=frozenset(agent.stages))
+
+
+def find_agent(app: StateOwner, agent_id: uuid.UUID) -> Agent | None:
+    try:
+        return app.agent_by_id(agent_id)
+    except NotFound:
+        return None
+
+
+def authenticate(authorization: str | None, app: StateOwner, admin_token: str | None) -> Principal:
+    found = credentials(authorization, admin_token)
+    if found.agent_id is None:
+        return ADMIN_PRINCIPAL
+    return principal_of(found, find_agent(app, found.agent_id))

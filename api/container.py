@@ -7,6 +7,7 @@ stops and closes them all.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -16,13 +17,16 @@ from psycopg import Connection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
+from api.auth import find_agent
 from api.health import DatabaseHealth
 from api.metrics import Metrics
+from api.principals import KnownAgents
 from api.settings import Settings
 from bus.advance import Bus
 from bus.claims import Claims
 from bus.governor import Governor
 from bus.sweeper import LeaseSweeper
+from domain.agent import Agent
 from domain.application import StateOwner, utc_now
 from domain.pipeline import SpecLimits
 from projections.base import View, ViewGroup
@@ -33,6 +37,7 @@ from projections.poison import DeadLetters
 from projections.queries import EVENTS_TABLE, Queries
 from projections.ready import ReadySignal, RecentClaims
 from store.database import Database, resolve
+from store.log_recorder import AGENTS_CHANNEL
 
 EVENTS_CHANNEL = EVENTS_TABLE
 OPS_CONNECTIONS = 2
@@ -52,6 +57,7 @@ class Container:
     ops_limiter: anyio.CapacityLimiter
     health: DatabaseHealth
     ready: ReadySignal
+    known_agents: KnownAgents
     claims: Claims
     bus: Bus
     sweeper: LeaseSweeper
@@ -88,6 +94,7 @@ class Container:
             self.sweeper.start()
         if ready_signal and not self.ready.started:
             self.ready.start()
+            self.known_agents.start()
         return self
 
     def _connect(self) -> None:
@@ -136,6 +143,8 @@ class Container:
         self.health = DatabaseHealth(self.database.conninfo, self._revive_pools)
         self.ready = ReadySignal(self.database.conninfo, self.pool, on_lost=self.health.lost)
         self.app.ready_listeners.append(self.ready.publish)
+        self.known_agents = KnownAgents(self.database.conninfo)
+        self.app.agent_listeners.append(self.known_agents.forget)
         self.claims = Claims(
             self.app,
             self.queries,
@@ -168,6 +177,14 @@ class Container:
         for pool in (self.pool, self.datastore.pool, recorder.datastore.pool):
             pool.check()
 
+    def read_agent(self, agent_id: uuid.UUID) -> Agent | None:
+        """The agent as the log has it now, remembered for the next request."""
+        changes = self.known_agents.changes()
+        agent = find_agent(self.app, agent_id)
+        if agent is not None:
+            self.known_agents.remember(agent, changes)
+        return agent
+
     def follower(self, name: str) -> Follower | None:
         """The follower that keeps `name` (a view's name maps to the projections follower)."""
         wanted = ViewGroup.name if name in self.views else name
@@ -180,13 +197,15 @@ class Container:
         for follower in self.followers:
             follower.request_stop()
         self.ready.request_stop()
+        self.known_agents.request_stop()
         self.sweeper.request_stop()
         self.health.stop()
         # Stopping listeners wake now rather than at their next idle timeout.
-        notify(self.pool, EVENTS_CHANNEL, READY_CHANNEL)
+        notify(self.pool, EVENTS_CHANNEL, READY_CHANNEL, AGENTS_CHANNEL)
         for follower in self.followers:
             follower.stop()
         self.ready.stop()
+        self.known_agents.stop()
         self.sweeper.stop()
         self.pool.close()
         self.ops_queries.pool.close()

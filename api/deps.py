@@ -8,8 +8,9 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, authenticate
+from api.auth import Principal, credentials, principal_of
 from api.container import Container
 from api.errors import Problem, forbidden, not_found, validation
 from domain.agent import Role
@@ -60,15 +61,20 @@ async def request_id(request: Request) -> str:
 RequestIdDep = Annotated[str, Depends(request_id)]
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     container: AnyContainerDep,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
+    """The caller: the built-in admin, or an agent — as this process remembers it, or read."""
     admin_token = container.settings.admin_token
-    principal = authenticate(
-        authorization, container.app, admin_token.get_secret_value() if admin_token else None
-    )
+    found = credentials(authorization, admin_token.get_secret_value() if admin_token else None)
+    agent = None
+    if found.agent_id is not None:
+        agent = container.known_agents.get(found.agent_id)
+        if agent is None:
+            agent = await run_in_threadpool(container.read_agent, found.agent_id)
+    principal = principal_of(found, agent)
     request_context(request)["principal"] = principal.actor
     return principal
 

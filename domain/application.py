@@ -79,6 +79,8 @@ class StateOwner(Application[uuid.UUID]):
         self.decide_at_once = decide_at_once
         # Told (stage, item id) once a stage is claimable now, so waiting claims can wake at once.
         self.ready_listeners: list[Callable[[str, uuid.UUID], None]] = []
+        # Told an agent's id once a change to it is saved, so no copy of it outlives the change.
+        self.agent_listeners: list[Callable[[uuid.UUID], None]] = []
 
     def construct_recorder(self) -> ProcessRecorder:
         # A process recorder lets the bus append its decision and its tracking in one transaction.
@@ -106,6 +108,10 @@ class StateOwner(Application[uuid.UUID]):
         except IntegrityError as error:
             raise ConcurrentUpdate from error
         self._notify(recordings)
+        for aggregate in aggregates:
+            if isinstance(aggregate, Agent):
+                for agent_listener in self.agent_listeners:
+                    agent_listener(aggregate.id)
         for new_event in processing_event.events:
             if isinstance(new_event, Item.StageReady) and new_event.not_before is None:
                 for listener in self.ready_listeners:

@@ -26,11 +26,16 @@ from eventsourcing.persistence import (
     Tracking,
 )
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
-from eventsourcing.utils import retry
+from eventsourcing.utils import get_topic, retry
 from psycopg.sql import SQL, Identifier, Literal
 
+from domain.agent import Agent
 from store.group_commit import GroupCommit
 
+# Every process keeps the agents that call it in memory (api/principals.py); a change to one is
+# announced here, in the append's own transaction, so no writer can forget to.
+AGENTS_CHANNEL = "stateowner_agents"
+AGENT_TOPIC = get_topic(Agent) + "."
 FUNCTION_SUFFIX = "_append"
 RECHAIN_SUFFIX = "_rechain"
 GENESIS = SQL("'\\x" + "00" * 32 + "'::bytea")
@@ -59,6 +64,8 @@ class SingleTripRecorder(PostgresProcessRecorder):
             "tracking": Identifier(self.tracking_table_name),
             "event_type": Identifier(self.stored_event_type_name),
             "channel": Identifier(self.channel_name),
+            "agents_channel": Literal(AGENTS_CHANNEL),
+            "agent_topic": Literal(AGENT_TOPIC),
             "append": Identifier(self.events_table_name + FUNCTION_SUFFIX),
             "rechain": Identifier(self.events_table_name + RECHAIN_SUFFIX),
             "unchained": Identifier(self.events_table_name + "_unchained_idx"),
@@ -142,6 +149,9 @@ class SingleTripRecorder(PostgresProcessRecorder):
                 "    lo := hi + 1; "
                 "  END LOOP; "
                 "  NOTIFY {channel}; "
+                "  PERFORM pg_notify({agents_channel}, a.originator_id::text) FROM "
+                "    (SELECT DISTINCT u.originator_id FROM unnest(events) AS u "
+                "     WHERE starts_with(u.topic, {agent_topic})) AS a; "
                 "END $BODY$"
             ),
             SQL(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from eventsourcing.utils import get_topic
 from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.container import Container
 from api.deps import (
@@ -36,7 +37,7 @@ from domain.agent import Role
 from domain.application import StateOwner
 from domain.errors import AlreadyExists, NotFound
 from domain.item import Item
-from domain.values import By
+from domain.values import By, NewItem
 from projections.follower import decode
 from projections.queries import BadCursor
 
@@ -66,7 +67,7 @@ def _fingerprint(body: ItemCreate) -> str:
 
 
 @router.post("", status_code=201, response_model=ItemOut)
-def create_item(
+async def create_item(
     body: ItemCreate,
     request: Request,
     response: Response,
@@ -76,23 +77,30 @@ def create_item(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> dict[str, Any]:
     """Create an item on a pipeline's latest version; its first stage is ready at once."""
-    app = container.app
     new = body.new_item(_fingerprint(body))
     item_id = None
     if idempotency_key is not None:
         # The key fixes the item's identity, so a repeat can never append a second item.
         item_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor}\n{idempotency_key}")
-    try:
-        item, position = app.create_item(new, by, item_id)
-    except AlreadyExists:
-        assert item_id is not None
-        item = app.item(item_id, version=2)
-        if item.fingerprint != new.fingerprint:
-            raise idempotency_mismatch() from None
-        position = container.queries.event_position(item_id, 2)
+    # One trip through the thread pool (a sync route takes a second to validate its response).
+    item, position = await run_in_threadpool(_create_item, container, new, by, item_id)
     request_context(request)["item_id"] = str(item.id)
     response.headers["Location"] = f"/v1/items/{item.id}"
     return item_from_aggregate(item, position)
+
+
+def _create_item(
+    container: Container, new: NewItem, by: By, item_id: uuid.UUID | None
+) -> tuple[Item, int]:
+    """Create the item; a repeat under the same idempotency key gets the first one back."""
+    try:
+        return container.app.create_item(new, by, item_id)
+    except AlreadyExists:
+        assert item_id is not None
+        item = container.app.item(item_id, version=2)
+        if item.fingerprint != new.fingerprint:
+            raise idempotency_mismatch() from None
+        return item, container.queries.event_position(item_id, 2)
 
 
 @router.get("", response_model=ItemListOut)
@@ -126,7 +134,7 @@ def list_items(
 
 
 @router.get("/{item_id}", response_model=ItemOut)
-def get_item(
+async def get_item(
     item_id: str,
     request: Request,
     principal: AnyPrincipal,
@@ -135,6 +143,12 @@ def get_item(
 ) -> dict[str, Any]:
     """The item as the item_status projection shows it (pass min_position to read your write)."""
     uid = _item_id(request, item_id)
+    return await run_in_threadpool(_item_row, container, uid, item_id, min_position)
+
+
+def _item_row(
+    container: Container, uid: uuid.UUID, item_id: str, min_position: int | None
+) -> dict[str, Any]:
     if min_position is not None:
         wait_for_view(container, "item_status", min_position)
     row = container.queries.item(uid)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.container import Container
 from api.deps import AgentPrincipal, ByDep, ContainerDep, request_context
@@ -114,17 +115,24 @@ def _report(
     }
 
 
+# The lease routes are async and make one trip through the thread pool for their database
+# work: a sync route would take two (the handler, then its response's validation).
+
+
 @router.post("/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut)
-def heartbeat(call: LeaseDep) -> dict[str, Any]:
-    item, position = call.container.app.renew_lease(call.lease_id, call.holder, call.by)
+async def heartbeat(call: LeaseDep) -> dict[str, Any]:
+    item, position = await run_in_threadpool(
+        call.container.app.renew_lease, call.lease_id, call.holder, call.by
+    )
     return {"expires_at": item.lease_expires_at, "version": item.version, "position": position}
 
 
 @router.post("/v1/leases/{lease_id}/complete", response_model=StageReportOut)
-def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
+async def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage done; what follows it (the next stage ready, say) is decided in the same
     append. An identical repeat is answered again."""
-    return _report(
+    return await run_in_threadpool(
+        _report,
         call,
         body.trace,
         lambda app: app.complete_stage(call.lease_id, call.holder, body.completion(), call.by),
@@ -132,9 +140,10 @@ def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
 
 
 @router.post("/v1/leases/{lease_id}/fail", response_model=StageReportOut)
-def fail(body: FailRequest, call: LeaseDep) -> dict[str, Any]:
+async def fail(body: FailRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage failed; it is retried with backoff or parked, in the same append."""
-    return _report(
+    return await run_in_threadpool(
+        _report,
         call,
         body.trace,
         lambda app: app.fail_stage(call.lease_id, call.holder, body.failure(), call.by),

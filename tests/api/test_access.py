@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pytest
 
+from api.container import Container
+from api.settings import Settings
+from domain.agent import Agent
+from domain.values import By
 from tests.helpers import Api, bearer
 
 pytestmark = pytest.mark.api
@@ -97,6 +104,37 @@ def test_a_disabled_agent_is_refused_at_once(team: Api) -> None:
     assert team.client.get("/v1/items", headers=team.as_("writer")).status_code == 401
     again = team.client.post("/v1/agents/writer/disable", headers=team.admin)
     assert again.status_code == 409
+
+
+def test_an_agent_changed_by_another_process_is_read_afresh(team: Api, settings: Settings) -> None:
+    """The service remembers its callers, but a change made elsewhere (here: another process's
+    application on the same database) reaches it by NOTIFY: the next requests see the new
+    scope, and after a disable a 401, well inside the memory's own limit."""
+    assert team.client.get("/v1/items", headers=team.as_("writer")).status_code == 200
+    served: Container = team.client.app.state.container
+    assert served.known_agents.get(Agent.create_id("writer")) is not None
+    other = Container(settings).start()
+    try:
+        other.app.change_stages("writer", ["edit"], By("operator:elsewhere", "r"))
+        assert _within(1.0, lambda: _claim_status(team, "research") == 403)
+        other.app.disable_agent("writer", By("operator:elsewhere", "r"))
+    finally:
+        other.close()
+    assert _within(1.0, lambda: _claim_status(team, "edit") == 401)
+
+
+def _claim_status(team: Api, stage: str) -> int:
+    response = team.client.post("/v1/claims", json={"stage": stage}, headers=team.as_("writer"))
+    return response.status_code
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_tokens_are_never_listed_and_only_hashes_are_stored(team: Api) -> None:
