@@ -136,16 +136,18 @@ class View(PostgresTrackingRecorder):
         return int(row["notification_id"]) if row else 0
 
     def _locked_position(self, curs: Cursor[DictRow]) -> int:
-        curs.execute(
-            sql.SQL("SELECT notification_id FROM {} WHERE application_name = %s FOR UPDATE").format(
-                self.tracking_table
-            ),
-            (LOG_NAME,),
-        )
-        row = curs.fetchone()
-        return int(row["notification_id"]) if row else 0
+        row = curs.execute(
+            sql.SQL("SELECT {} AS position").format(self.locked_position_expression())
+        ).fetchone()
+        return int(row["position"] or 0) if row else 0
 
     # -- processing ----------------------------------------------------------------------------
+
+    def locked_position_expression(self) -> sql.Composed:
+        """An expression that reads the position and locks it until the transaction ends."""
+        return sql.SQL(
+            "(SELECT notification_id FROM {} WHERE application_name = {} FOR UPDATE)"
+        ).format(self.tracking_table, sql.Literal(LOG_NAME))
 
     def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
         """Apply events that follow position `after`, and move the position, atomically."""
@@ -154,15 +156,15 @@ class View(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=True) as curs:
             if self._locked_position(curs) != after:
                 raise PositionMoved(self.name)
-            self.apply(curs, batch)
+            with curs.connection.pipeline():
+                self.apply(curs, batch)
 
     def apply(self, curs: Cursor[DictRow], batch: Sequence[tuple[Any, int]]) -> None:
-        """Apply the events and record the last position, inside the caller's transaction."""
-        # Pipeline mode sends the statements without waiting for each answer in turn.
-        with curs.connection.pipeline():
-            for domain_event, position in batch:
-                self.apply_one(domain_event, position, curs)
-        self._insert_tracking(curs, Tracking(LOG_NAME, batch[-1][1]))
+        """Apply the events and record the last position, inside the caller's transaction (in
+        pipeline mode, the caller's: the statements go without waiting for each answer)."""
+        for domain_event, position in batch:
+            self.apply_one(domain_event, position, curs)
+        self.set_position(curs, batch[-1][1])
 
     def apply_one(self, domain_event: Any, position: int, curs: Cursor[DictRow]) -> None:
         handler_name = self.handler_name(type(domain_event))
@@ -247,6 +249,7 @@ class ViewGroup:
         self.datastore = self.views[0].datastore
         self.dead_letters = dead_letters
         self.tolerate = tolerate or {}
+        self._locking: sql.Composed | None = None
 
     def _running(self, curs: Cursor[DictRow]) -> list[View]:
         stopped = self.dead_letters.stopped(curs) if self.dead_letters is not None else set()
@@ -270,18 +273,40 @@ class ViewGroup:
             self._apply_apart(batch, after)  # one view's event, at least, cannot be applied
 
     def _locked(self, curs: Cursor[DictRow], after: int) -> list[tuple[View, int]]:
-        running = self._running(curs)
-        positions = [view._locked_position(curs) for view in running]
-        if running and min(positions) != after:
+        """The running views and their positions, each locked; read in one round trip."""
+        if self._locking is None:
+            stopped = (
+                self.dead_letters.stopped_expression()
+                if self.dead_letters is not None
+                else sql.SQL("NULL::text[]")
+            )
+            positions = [
+                sql.SQL("{} AS {}").format(v.locked_position_expression(), sql.Identifier(v.name))
+                for v in self.views
+            ]
+            self._locking = sql.SQL("SELECT {} AS stopped, {}").format(
+                stopped, sql.SQL(", ").join(positions)
+            )
+        row = curs.execute(self._locking).fetchone()
+        assert row is not None
+        stopped_views = set(row["stopped"] or ())
+        locked = [
+            (view, int(row[view.name] or 0))
+            for view in self.views
+            if view.name not in stopped_views
+        ]
+        if locked and min(position for _, position in locked) != after:
             raise PositionMoved(self.name)
-        return list(zip(running, positions, strict=True))
+        return locked
 
     def _apply_together(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            for view, reached in self._locked(curs, after):
-                unseen = [entry for entry in batch if entry[1] > reached]
-                if unseen:
-                    view.apply(curs, unseen)
+            locked = self._locked(curs, after)
+            with curs.connection.pipeline():
+                for view, reached in locked:
+                    unseen = [entry for entry in batch if entry[1] > reached]
+                    if unseen:
+                        view.apply(curs, unseen)
 
     def _apply_apart(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
         with self.datastore.transaction(commit=True) as curs:

@@ -94,10 +94,17 @@ class DeadLetters:
 
     def stopped(self, curs: Cursor[DictRow]) -> set[str]:
         """The views stopped at an open dead letter."""
-        rows = curs.execute(
-            sql.SQL("SELECT DISTINCT view FROM {} WHERE status = %s").format(self.table), (OPEN,)
-        ).fetchall()
-        return {row["view"] for row in rows}
+        row = curs.execute(
+            sql.SQL("SELECT {} AS stopped").format(self.stopped_expression())
+        ).fetchone()
+        return set(row["stopped"] or ()) if row else set()
+
+    def stopped_expression(self) -> sql.Composed:
+        """An expression for the names of the views stopped at an open dead letter (an array,
+        NULL for none), to read within a larger statement."""
+        return sql.SQL("(SELECT array_agg(DISTINCT view) FROM {} WHERE status = {})").format(
+            self.table, sql.Literal(OPEN)
+        )
 
     def all(self, view: str | None = None) -> list[DeadLetter]:
         with self.datastore.transaction(commit=False) as curs:
