@@ -44,6 +44,13 @@ def _checks(container: Container) -> dict[str, str | None]:
     return checks
 
 
+def _ready(container: Container, checks: dict[str, str | None]) -> bool:
+    """Ready while every check passes but those of followers the service can serve without (a
+    trace exporter whose collector is away only delays the traces)."""
+    optional = {follower.name for follower in container.followers if not follower.required}
+    return all(error is None for name, error in checks.items() if name not in optional)
+
+
 async def _run(container: Container, work: Any, *args: Any) -> Any:
     return await anyio.to_thread.run_sync(work, *args, limiter=container.ops_limiter)
 
@@ -53,7 +60,7 @@ async def readyz(container: AnyContainerDep) -> JSONResponse:
     """Readiness: the database answers and every follower this process runs is running. It says
     only ok or failing per check; operators read why at /v1/health."""
     checks = await _run(container, _checks, container)
-    ready = all(error is None for error in checks.values())
+    ready = _ready(container, checks)
     return JSONResponse(
         {
             "status": "ready" if ready else "not_ready",
@@ -70,7 +77,7 @@ async def health(principal: Operator, container: AnyContainerDep) -> dict[str, A
     """Readiness with its reasons, for operators: each check's error, each follower's state."""
     checks = await _run(container, _checks, container)
     return {
-        "status": "ready" if all(error is None for error in checks.values()) else "not_ready",
+        "status": "ready" if _ready(container, checks) else "not_ready",
         "checks": {name: error or "ok" for name, error in checks.items()},
         "followers": [
             {
