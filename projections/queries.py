@@ -23,6 +23,7 @@ from projections.base import LOG_NAME
 
 EVENTS_TABLE = "stateowner_events"
 BUS_TRACKING_TABLE = "stateowner_tracking"
+TRACES_TRACKING_TABLE = "traces_tracking"
 
 
 class BadCursor(ValueError):
@@ -425,6 +426,9 @@ class Queries:
         with self.pool.connection() as conn:
             positions = {name: _view_position(conn, name) for name in views}
             positions["bus"] = _tracked(conn, BUS_TRACKING_TABLE)
+            # The trace exporter's table exists once a process has exported; any process shows it.
+            if _exists(conn, TRACES_TRACKING_TABLE):
+                positions["traces"] = _tracked(conn, TRACES_TRACKING_TABLE)
             return positions, _log_head(conn)
 
     def view_position(self, view: str) -> int:
@@ -462,6 +466,11 @@ def _tracked(conn: Connection[DictRow], table: str) -> int:
         (LOG_NAME,),
     ).fetchone()
     return int(row["notification_id"]) if row else 0
+
+
+def _exists(conn: Connection[DictRow], table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (table,)).fetchone()
+    return bool(row and row["found"])
 
 
 def _view_position(conn: Connection[DictRow], view: str) -> int:
