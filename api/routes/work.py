@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.container import Container
 from api.deps import AgentPrincipal, ByDep, ContainerDep, request_context
 from api.errors import Problem
+from api.openapi import problems
 from api.presenters import item_from_aggregate
 from api.schemas import (
     ClaimOut,
@@ -33,7 +34,10 @@ router = APIRouter(tags=["work"])
 @router.post(
     "/v1/claims",
     response_model=ClaimOut,
-    responses={204: {"description": "nothing is ready at that stage"}},
+    responses={
+        204: {"description": "nothing is ready at that stage"},
+        **problems(409, 423, 429, body=True),
+    },
 )
 async def claim(
     body: ClaimRequest,
@@ -114,13 +118,19 @@ def _report(
     }
 
 
-@router.post("/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut)
+@router.post(
+    "/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut, responses=problems(404, 409)
+)
 def heartbeat(call: LeaseDep) -> dict[str, Any]:
     item, position = call.container.app.renew_lease(call.lease_id, call.holder, call.by)
     return {"expires_at": item.lease_expires_at, "version": item.version, "position": position}
 
 
-@router.post("/v1/leases/{lease_id}/complete", response_model=StageReportOut)
+@router.post(
+    "/v1/leases/{lease_id}/complete",
+    response_model=StageReportOut,
+    responses=problems(404, 409, body=True),
+)
 def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage done; the bus then fires the next stage. An identical repeat is answered again."""
     return _report(
@@ -130,7 +140,11 @@ def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
     )
 
 
-@router.post("/v1/leases/{lease_id}/fail", response_model=StageReportOut)
+@router.post(
+    "/v1/leases/{lease_id}/fail",
+    response_model=StageReportOut,
+    responses=problems(404, 409, body=True),
+)
 def fail(body: FailRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage failed; the bus retries it with backoff or parks the item."""
     return _report(
