@@ -17,6 +17,7 @@ from api.container import Container
 from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.middleware import DoorLimits, RequestContextMiddleware
+from api.openapi import install_openapi
 from api.routes import (
     agents,
     audit,
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     for module in (agents, pipelines, items, work, topics, budgets, audit, log, stream, health):
         app.include_router(module.router)
     install_console(app)
+    install_openapi(app)
     limits = DoorLimits(
         max_body_bytes=settings.max_body_bytes,
         body_timeout_seconds=settings.body_timeout_seconds,

@@ -26,6 +26,7 @@ from bus.advance import Bus
 from bus.claims import Claims
 from bus.governor import Governor
 from bus.sweeper import LeaseSweeper
+from bus.traces import TraceExport, traces_url
 from domain.agent import Agent
 from domain.application import StateOwner, utc_now
 from domain.pipeline import SpecLimits
@@ -73,6 +74,7 @@ class Container:
         self.metrics = metrics or Metrics()
         self.recent_claims = RecentClaims()
         self.followers: list[Follower] = []
+        self.traces: TraceExport | None = None
         self.started = False
 
     def start(
@@ -87,6 +89,9 @@ class Container:
             self.followers.append(self._follower(group))
         if bus:
             self.followers.append(self._follower(self.bus))
+            if self.settings.otlp_endpoint and self.traces is None:
+                self.traces = self._trace_export(self.settings.otlp_endpoint)
+                self.followers.append(self._follower(self.traces))
         for follower in self.followers:
             if not follower.started:
                 follower.start()
@@ -166,9 +171,27 @@ class Container:
         )
         self.started = True
 
-    def _follower(self, handler: ViewGroup | Bus) -> Follower:
+    def _trace_export(self, endpoint: str) -> TraceExport:
+        # Imported here: only a process that exports traces loads the exporter and its HTTP stack.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(
+            endpoint=traces_url(endpoint), timeout=self.settings.otlp_timeout_seconds
+        )
+        traces = TraceExport(self.datastore, exporter, on_exported=self.metrics.spans_exported.inc)
+        traces.create_table()
+        return traces
+
+    def _follower(self, handler: ViewGroup | Bus | TraceExport) -> Follower:
         log = LogSource(self.app.recorder, self.app.mapper, self.database.conninfo, EVENTS_CHANNEL)
-        return Follower(handler, log, exclusive=isinstance(handler, Bus))
+        # The bus and the exporter act outside their own tables: one active instance each. A
+        # collector that cannot be reached delays traces; it does not make the service unready.
+        return Follower(
+            handler,
+            log,
+            exclusive=not isinstance(handler, ViewGroup),
+            required=not isinstance(handler, TraceExport),
+        )
 
     def _revive_pools(self) -> None:
         """Drop connections broken by an outage now, rather than one failed request at a time."""
@@ -196,6 +219,8 @@ class Container:
         self.claims.close()
         for follower in self.followers:
             follower.request_stop()
+        if self.traces is not None:
+            self.traces.close()
         self.ready.request_stop()
         self.known_agents.request_stop()
         self.sweeper.request_stop()

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, credentials, principal_of
 from api.container import Container
-from api.errors import Problem, forbidden, not_found, validation
+from api.errors import Problem, forbidden, not_found
 from domain.agent import Role
 from domain.application import StateOwner
 from domain.values import By
@@ -126,7 +126,15 @@ def wait_for_view(container: Container, view: str, position: int) -> None:
         return
     head = queries.log_head()
     if position > head:
-        raise validation(f"min_position {position} is beyond the newest event ({head})")
+        # Well formed, but the log has not come that far: a conflict with its state, not a
+        # malformed request.
+        raise Problem(
+            409,
+            "position_ahead",
+            "Position ahead of the log",
+            f"min_position {position} is beyond the newest event ({head})",
+            position=head,
+        )
     while True:
         time.sleep(delay)
         delay = min(delay * 2, 0.05)

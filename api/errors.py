@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from bus.claims import TooManyWaiting
 from domain import errors
@@ -172,6 +173,17 @@ UNAVAILABLE_ERRORS = (
 )
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path: a path served by several routes (GET and
+    POST /v1/items) would otherwise name only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(request: Request, error: Problem) -> Response:
@@ -206,6 +218,9 @@ def install_error_handlers(app: FastAPI) -> None:
             405: "method_not_allowed",
         }.get(error.status_code, "http_error")
         detail = str(error.detail)
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         if error.status_code == 404 and detail == "Not Found":
             detail = f"no route for {request.url.path}"
         return answer(
@@ -214,7 +229,7 @@ def install_error_handlers(app: FastAPI) -> None:
             code,
             "Not found" if error.status_code == 404 else str(error.detail),
             detail,
-            headers=getattr(error, "headers", None),
+            headers=headers,
         )
 
     for unavailable in UNAVAILABLE_ERRORS:

@@ -87,3 +87,8 @@ class Metrics:
             "Open /v1/stream connections in this process",
             registry=self.registry,
         )
+        self.spans_exported = Counter(
+            "stateowner_spans_exported_total",
+            "Spans of finished runs the OTLP collector accepted",
+            registry=self.registry,
+        )

@@ -94,6 +94,10 @@ class RequestContextMiddleware:
         if b"\x00" in body:
             return [door.Refusal("body", "a NUL byte cannot be stored", "nul_character")]
         try:
+            body.decode()
+        except UnicodeDecodeError:
+            return [door.Refusal("body", "JSON must be UTF-8", "bad_encoding")]
+        try:
             parsed = door.parse_json(body)
         except (ValueError, RecursionError):
             return []  # not JSON: the route's own parser answers that

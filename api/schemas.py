@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from domain.values import Completion, Failure, NewItem, Report, TopicFacts
 
@@ -14,11 +22,34 @@ Name = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 Role = Annotated[str, Field(pattern=r"^(admin|operator|auditor|agent)$")]
+ScopeName = Annotated[
+    str,
+    StringConstraints(
+        max_length=107, pattern=r"^(global|(stage|agent|topic):[A-Za-z0-9_.:-]{1,100})$"
+    ),
+]
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,200}$")]
 JsonObject = dict[str, Any]
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
+ITEMS_CURSOR = r"^[0-9]{1,17}\.[0-9a-f]{32}$"
+
+
+def _timestamp(value: Any) -> Any:
+    """An RFC 3339 date-time (without an offset: UTC), and nothing else pydantic would take
+    for one (a number of seconds, a date alone)."""
+    if not isinstance(value, str) or not RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time, e.g. 2026-01-02T03:04:05Z")
+    moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a body is taken as its schema types it (no "1" for 1, no false for 0), so what
+    # the OpenAPI refuses the service refuses too.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class AgentCreate(Body):
@@ -97,8 +128,48 @@ class HeartbeatOut(BaseModel):
     position: int
 
 
-Money = Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=20, decimal_places=10)]
-Count = Annotated[int, Field(ge=0, le=10**12)]
+def _whole(value: Any) -> Any:
+    """JSON has one kind of number: 3.0 is the integer 3, as JSON Schema says (true is not)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = BeforeValidator(_whole)
+
+
+def _amount_text(limit: int) -> str:
+    return rf"^({limit}(\.0+)?|[0-9]{{1,{len(str(limit)) - 1}}}(\.[0-9]+)?)$"
+
+
+def amount(limit: int) -> BeforeValidator:
+    """A sum of dollars from 0 to `limit`: a JSON number, or its decimal text (which keeps every
+    digit), exactly as `amount_schema` says — no other string, no boolean."""
+    text = re.compile(_amount_text(limit))
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str) and text.match(value):
+            return Decimal(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return Decimal(str(value))
+        raise ValueError(f"must be a number from 0 to {limit}, or its decimal text")
+
+    return BeforeValidator(parse)
+
+
+def amount_schema(limit: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": limit},
+                {"type": "string", "pattern": _amount_text(limit)},
+            ]
+        }
+    )
+
+
+Money = Annotated[Decimal, amount(1_000_000), Field(ge=0, le=1_000_000), amount_schema(1_000_000)]
+Count = Annotated[int, WholeNumber, Field(ge=0, le=10**12)]
 
 
 class ReportBody(Body):
@@ -150,7 +221,7 @@ class StageReportOut(BaseModel):
 
 class TopicPut(Body):
     owner: Annotated[str, StringConstraints(max_length=200)] | None = None
-    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    priority: Annotated[int, WholeNumber] = Field(default=0, ge=-1_000_000, le=1_000_000)
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=100
     )
@@ -214,3 +285,179 @@ class PipelineOut(BaseModel):
 
 class OperatorCommandOut(BaseModel):
     item: ItemOut
+
+
+# -- problems ------------------------------------------------------------------------------------
+
+
+class ProblemEntry(BaseModel):
+    """One place a request was refused at: `body.input.key`, `query.limit`, `path`, …"""
+
+    location: str
+    message: str
+    type: str | None = None
+
+
+class ProblemOut(BaseModel):
+    """An RFC 9457 problem, the body of every refusal (`application/problem+json`)."""
+
+    type: str = Field(description="a URI naming the kind of problem")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    code: str = Field(
+        description="machine-readable: unauthorized, forbidden, not_found, validation_error, "
+        "version_conflict, lease_lost, idempotency_mismatch, already_exists, invalid_state, "
+        "position_ahead, budget_halted, payload_too_large, request_timeout, method_not_allowed, "
+        "too_many_requests, unavailable, internal"
+    )
+    errors: list[ProblemEntry] | None = Field(
+        default=None, description="with validation_error: each place refused"
+    )
+    scope: str | None = Field(default=None, description="with budget_halted: the halted scope")
+    spent_usd: float | None = Field(default=None, description="with budget_halted")
+    halt_usd: float | None = Field(default=None, description="with budget_halted")
+    window: str | None = Field(default=None, description="with budget_halted: the UTC day")
+    position: int | None = Field(
+        default=None, description="with unavailable: where a projection behind has reached"
+    )
+
+
+# -- answers that had no model -------------------------------------------------------------------
+
+
+class ItemCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+    by_stage: dict[str, int]
+
+
+class TopicOut(BaseModel):
+    name: str
+    defined: bool = Field(description="whether the topic was described (PUT), not only used")
+    owner: str | None
+    priority: int
+    tags: list[str]
+    metadata: JsonObject
+    items: ItemCounts
+    cost_usd: float
+    tokens: Tokens
+    last_activity_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    position: int | None = Field(default=None, description="with PUT: the write's log position")
+
+
+class TopicListOut(BaseModel):
+    topics: list[TopicOut]
+
+
+class AgentOut(BaseModel):
+    """An identity as a write left it; `token` only on registration and rotation, once."""
+
+    id: str
+    name: str
+    role: str
+    stages: list[str]
+    disabled: bool
+    token: str | None
+    position: int
+
+
+class AgentActivityOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    stages: list[str]
+    disabled: bool
+    claims: int
+    completions: int
+    failures: int
+    expired: int
+    cost_usd: float
+    tokens: Tokens
+    last_active_at: datetime | None
+    created_at: datetime
+    spent_today_usd: float
+
+
+class AgentListOut(BaseModel):
+    agents: list[AgentActivityOut]
+
+
+class BudgetOut(BaseModel):
+    scope: str
+    alert_usd: float
+    halt_usd: float
+    spent_usd: float
+    window: str = Field(description="the UTC day the spend is counted in")
+    state: str = Field(pattern=r"^(ok|alerting|halted)$")
+    reset_this_window: bool
+    alerts: int
+    halts: int
+    position: int | None = Field(default=None, description="with a write: its log position")
+
+
+class AuditEntryOut(BaseModel):
+    position: int
+    at: datetime
+    actor: str | None
+    type: str
+    aggregate: str
+    aggregate_id: str
+    version: int
+    item_id: str | None
+    caused_by: str | None
+
+
+class AuditOut(BaseModel):
+    entries: list[AuditEntryOut]
+    next_after: int | None = Field(description="pass back as after for the next page")
+
+
+class DeadLetterOut(BaseModel):
+    position: int
+    event_type: str
+    error: str
+    status: str
+    first_seen: datetime
+    attempts: int
+    reason: str | None
+    skipped_by: str | None
+    skipped_at: datetime | None
+
+
+class ProjectionOut(BaseModel):
+    name: str
+    position: int
+    head: int
+    lag: int
+    running: bool | None = Field(description="None when no follower of it runs in this process")
+    standby: bool | None
+    error: str | None
+    dead_letters: list[DeadLetterOut]
+
+
+class FollowerOut(BaseModel):
+    name: str
+    running: bool
+    standby: bool
+    position: int
+    failures: int
+    error: str | None
+
+
+class HealthOut(BaseModel):
+    status: str = Field(pattern=r"^(ready|not_ready)$")
+    checks: dict[str, str] = Field(description="each check: ok, or its error")
+    followers: list[FollowerOut]
+    claims_waiting: int
+
+
+class ReadinessOut(BaseModel):
+    status: str = Field(pattern=r"^(ready|not_ready)$")
+    checks: dict[str, str] = Field(description="each check: ok or failing")
+
+
+class LivenessOut(BaseModel):
+    status: str

@@ -87,3 +87,11 @@ class Settings(BaseSettings):
     stream_keepalive_seconds: float = Field(
         default=15.0, gt=0, le=300, description="an idle stream sends a comment this often"
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="an OTLP/HTTP collector (http://host:4318): finished runs are exported to it",
+    )
+    otlp_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="how long one export to the collector may take"
+    )

@@ -124,7 +124,8 @@ class Agent(RecordedAggregate):
     def change_stages(self, stages: list[str], by: By) -> bool:
         """Record a new scope; returns False (and records nothing) when nothing changed."""
         if self.role != Role.AGENT and stages:
-            raise InvalidCommand(f"only an agent has stages; {self.name!r} is {self.role}")
+            # The request is well formed; this identity's role is what refuses it.
+            raise StateConflict(f"only an agent has stages; {self.name!r} is {self.role}")
         if stages == self.stages:
             return False
         self._record(Agent.AgentScopeChanged, by, stages=stages)

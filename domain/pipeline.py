@@ -82,6 +82,8 @@ MAX_ITEM_BUDGET_USD = 1_000_000
 def _number(value: Any, where: str, *, integer: bool, low: float, high: float, low_ok: bool) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidPipelineSpec(f"{where} must be a number, got {value!r}")
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one kind of number: 25.0 is the whole number 25
     if integer and not isinstance(value, int):
         raise InvalidPipelineSpec(f"{where} must be a whole number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):

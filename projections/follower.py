@@ -106,11 +106,19 @@ class Follower(Background):
     """Runs one handler over the log in a thread, supervised: errors are retried with backoff
     and shown in `state`, never silently swallowed; a dead LISTEN connection is reopened."""
 
-    def __init__(self, handler: BatchHandler, log: LogSource, exclusive: bool = False) -> None:
+    def __init__(
+        self,
+        handler: BatchHandler,
+        log: LogSource,
+        exclusive: bool = False,
+        required: bool = True,
+    ) -> None:
         super().__init__()
         self.handler = handler
         self.log = log
         self.exclusive = exclusive
+        # Whether the process is ready only while this follower runs (see /readyz).
+        self.required = required
         self.thread_name = f"follower-{handler.name}"
         self._holds_lock = False
         self.state = FollowerState()

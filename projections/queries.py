@@ -3,13 +3,11 @@ service runs outside the views' own writes lives here."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,23 +21,30 @@ from projections.base import LOG_NAME
 
 EVENTS_TABLE = "stateowner_events"
 BUS_TRACKING_TABLE = "stateowner_tracking"
+TRACES_TRACKING_TABLE = "traces_tracking"
 
 
 class BadCursor(ValueError):
     """A list cursor that this service did not hand out."""
 
 
+CURSOR_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(item_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """`MICROSECONDS.ITEMHEX`: the last row's place in (created_at, item_id) order. Any text of
+    that shape is a place in that order, so the API's schema can say exactly what it takes."""
+    micros = (created_at - CURSOR_EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{item_id.hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, item_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(item_id)
-    except (ValueError, TypeError) as error:
+        micros, _, item = cursor.partition(".")
+        if not micros.isdigit() or len(micros) > 17:
+            raise ValueError(cursor)
+        return CURSOR_EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(hex=item)
+    except (ValueError, TypeError, OverflowError) as error:
         raise BadCursor("the cursor is not one this service handed out") from error
 
 
@@ -425,6 +430,9 @@ class Queries:
         with self.pool.connection() as conn:
             positions = {name: _view_position(conn, name) for name in views}
             positions["bus"] = _tracked(conn, BUS_TRACKING_TABLE)
+            # The trace exporter's table exists once a process has exported; any process shows it.
+            if _exists(conn, TRACES_TRACKING_TABLE):
+                positions["traces"] = _tracked(conn, TRACES_TRACKING_TABLE)
             return positions, _log_head(conn)
 
     def view_position(self, view: str) -> int:
@@ -462,6 +470,11 @@ def _tracked(conn: Connection[DictRow], table: str) -> int:
         (LOG_NAME,),
     ).fetchone()
     return int(row["notification_id"]) if row else 0
+
+
+def _exists(conn: Connection[DictRow], table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (table,)).fetchone()
+    return bool(row and row["found"])
 
 
 def _view_position(conn: Connection[DictRow], view: str) -> int:

@@ -11,8 +11,9 @@ from pydantic import Field
 from api.auth import new_token
 from api.deps import Admin, AppDep, ByDep, ContainerDep, Operator
 from api.errors import idempotency_mismatch
+from api.openapi import problems
 from api.presenters import agent_row_body
-from api.schemas import AgentCreate, Body, Name
+from api.schemas import AgentCreate, AgentListOut, AgentOut, Body, IdempotencyKey, Name
 from domain.agent import Agent, hash_token
 from domain.application import StateOwner
 from domain.errors import AlreadyExists
@@ -34,13 +35,18 @@ def _agent_body(agent: Agent, token: str | None, position: int) -> dict[str, Any
     }
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=AgentOut,
+    responses=problems(409, body=True),
+)
 def create_agent(
     body: AgentCreate,
     principal: Admin,
     app: AppDep,
     by: ByDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> JSONResponse:
     """Register an identity. Its token is in this answer and nowhere else, ever."""
     token = new_token(Agent.create_id(body.name))
@@ -67,7 +73,7 @@ def create_agent(
     return JSONResponse(jsonable_encoder(_agent_body(agent, token, position)), status_code=201)
 
 
-@router.get("")
+@router.get("", response_model=AgentListOut, responses=problems())
 def list_agents(principal: Operator, container: ContainerDep) -> dict[str, Any]:
     """Identities with their activity and today's spend; never tokens."""
     rows = container.queries.agents()
@@ -93,23 +99,23 @@ def rotate_token_for(app: StateOwner, name: str, by: By) -> tuple[Agent, str, in
     return agent, token, position
 
 
-@router.post("/{name}/rotate")
-def rotate_token(name: str, principal: Admin, app: AppDep, by: ByDep) -> dict[str, Any]:
+@router.post("/{name}/rotate", response_model=AgentOut, responses=problems(404, 409))
+def rotate_token(name: Name, principal: Admin, app: AppDep, by: ByDep) -> dict[str, Any]:
     """A new token for the agent, shown this once; the old one is refused from now on."""
     agent, token, position = rotate_token_for(app, name, by)
     return _agent_body(agent, token, position)
 
 
-@router.put("/{name}/stages")
+@router.put("/{name}/stages", response_model=AgentOut, responses=problems(404, 409, body=True))
 def change_stages(
-    name: str, body: StagesPut, principal: Admin, app: AppDep, by: ByDep
+    name: Name, body: StagesPut, principal: Admin, app: AppDep, by: ByDep
 ) -> dict[str, Any]:
     """Change the stages an agent may claim and work on."""
     agent, position = app.change_stages(name, list(body.stages), by)
     return _agent_body(agent, None, position)
 
 
-@router.post("/{name}/disable")
-def disable_agent(name: str, principal: Admin, app: AppDep, by: ByDep) -> dict[str, Any]:
+@router.post("/{name}/disable", response_model=AgentOut, responses=problems(404, 409))
+def disable_agent(name: Name, principal: Admin, app: AppDep, by: ByDep) -> dict[str, Any]:
     agent, position = app.disable_agent(name, by)
     return _agent_body(agent, None, position)

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from api.deps import Auditor, ContainerDep
+from api.openapi import problems
+from api.schemas import AuditOut, Timestamp
 
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/v1/audit")
+@router.get("/v1/audit", response_model=AuditOut, responses=problems())
 def audit(
     principal: Auditor,
     container: ContainerDep,
     actor: Annotated[str | None, Query(max_length=200)] = None,
     type: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z]+$")] = None,
     item: uuid.UUID | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from pydantic import Field
 from api.container import Container
 from api.deps import AnyPrincipal, ByDep, ContainerDep, Operator, wait_for_view
 from api.errors import not_found
-from api.schemas import Body
+from api.openapi import problems
+from api.schemas import Body, BudgetOut, ScopeName, amount, amount_schema
 from domain.budget import parse_scope
 from domain.guards import window_of
 from domain.values import Limits
@@ -19,7 +20,7 @@ from projections.queries import BudgetStatus
 
 router = APIRouter(prefix="/v1/budgets", tags=["budgets"])
 
-Usd = Annotated[Decimal, Field(ge=0, le=10_000_000, max_digits=20, decimal_places=6)]
+Usd = Annotated[Decimal, amount(10_000_000), Field(ge=0, le=10_000_000), amount_schema(10_000_000)]
 
 
 class BudgetPut(Body):
@@ -52,9 +53,9 @@ def _one(container: Container, scope: str, position: int) -> dict[str, Any]:
     return {**budget_body(budgets[0]), "position": position}
 
 
-@router.put("/{scope}")
+@router.put("/{scope}", response_model=BudgetOut, responses=problems(409, body=True))
 def put_budget(
-    scope: str, body: BudgetPut, principal: Operator, container: ContainerDep, by: ByDep
+    scope: ScopeName, body: BudgetPut, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
     """Set a scope's daily alert and halt levels (global, stage:NAME, agent:NAME, topic:NAME)."""
     parse_scope(scope)
@@ -62,16 +63,16 @@ def put_budget(
     return _one(container, scope, position)
 
 
-@router.get("")
+@router.get("", response_model=list[BudgetOut], responses=problems())
 def list_budgets(principal: AnyPrincipal, container: ContainerDep) -> list[dict[str, Any]]:
     """Every budget with today's spend and its breaker's state: ok, alerting or halted."""
     budgets = container.queries.budgets(window_of(container.app.clock()))
     return [budget_body(budget) for budget in budgets]
 
 
-@router.post("/{scope}/reset")
+@router.post("/{scope}/reset", response_model=BudgetOut, responses=problems(404, 409))
 def reset_breaker(
-    scope: str, principal: Operator, container: ContainerDep, by: ByDep
+    scope: ScopeName, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
     """Close the scope's breaker for the rest of the current window."""
     _, position = container.app.reset_breaker(scope, by)

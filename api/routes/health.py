@@ -13,7 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.container import Container
 from api.deps import AnyContainerDep, Operator
+from api.openapi import problems
 from api.routes.log import projection_statuses
+from api.schemas import HealthOut, LivenessOut, ReadinessOut
 from domain.guards import window_of
 from projections.poison import OPEN
 
@@ -21,7 +23,7 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=LivenessOut, responses=problems(auth=False, database=False))
 async def healthz() -> dict[str, Any]:
     """Liveness: the process answers."""
     return {"status": "ok"}
@@ -44,16 +46,30 @@ def _checks(container: Container) -> dict[str, str | None]:
     return checks
 
 
+def _ready(container: Container, checks: dict[str, str | None]) -> bool:
+    """Ready while every check passes but those of followers the service can serve without (a
+    trace exporter whose collector is away only delays the traces)."""
+    optional = {follower.name for follower in container.followers if not follower.required}
+    return all(error is None for name, error in checks.items() if name not in optional)
+
+
 async def _run(container: Container, work: Any, *args: Any) -> Any:
     return await anyio.to_thread.run_sync(work, *args, limiter=container.ops_limiter)
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=ReadinessOut,
+    responses={
+        **problems(auth=False, database=False),
+        503: {"model": ReadinessOut, "description": "not ready: a check is failing"},
+    },
+)
 async def readyz(container: AnyContainerDep) -> JSONResponse:
     """Readiness: the database answers and every follower this process runs is running. It says
     only ok or failing per check; operators read why at /v1/health."""
     checks = await _run(container, _checks, container)
-    ready = all(error is None for error in checks.values())
+    ready = _ready(container, checks)
     return JSONResponse(
         {
             "status": "ready" if ready else "not_ready",
@@ -65,12 +81,12 @@ async def readyz(container: AnyContainerDep) -> JSONResponse:
     )
 
 
-@router.get("/v1/health")
+@router.get("/v1/health", response_model=HealthOut, responses=problems(database=False))
 async def health(principal: Operator, container: AnyContainerDep) -> dict[str, Any]:
     """Readiness with its reasons, for operators: each check's error, each follower's state."""
     checks = await _run(container, _checks, container)
     return {
-        "status": "ready" if all(error is None for error in checks.values()) else "not_ready",
+        "status": "ready" if _ready(container, checks) else "not_ready",
         "checks": {name: error or "ok" for name, error in checks.items()},
         "followers": [
             {
@@ -112,7 +128,17 @@ def _gather(container: Container, streams_open: int) -> bytes:
     return generate_latest(gauges.registry)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition",
+            "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+        },
+        **problems(auth=False, database=False),
+    },
+)
 async def metrics(request: Request, container: AnyContainerDep) -> Response:
     """Prometheus text: requests, claims, streams, each follower's position and lag, budgets."""
     streams_open = request.app.state.streams.open

@@ -23,8 +23,11 @@ from api.deps import (
     wait_for_view,
 )
 from api.errors import forbidden, idempotency_mismatch, not_found, validation
+from api.openapi import problems
 from api.presenters import RUN_RESULTS, event_body, item_from_aggregate, item_from_row, runs_page
 from api.schemas import (
+    ITEMS_CURSOR,
+    IdempotencyKey,
     ItemCreate,
     ItemEventsOut,
     ItemListOut,
@@ -66,7 +69,7 @@ def _fingerprint(body: ItemCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@router.post("", status_code=201, response_model=ItemOut)
+@router.post("", status_code=201, response_model=ItemOut, responses=problems(404, 409, body=True))
 async def create_item(
     body: ItemCreate,
     request: Request,
@@ -74,7 +77,7 @@ async def create_item(
     principal: AgentOrOperator,
     container: ContainerDep,
     by: ByDep,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
 ) -> dict[str, Any]:
     """Create an item on a pipeline's latest version; its first stage is ready at once."""
     new = body.new_item(_fingerprint(body))
@@ -103,7 +106,7 @@ def _create_item(
         return item, container.queries.event_position(item_id, 2)
 
 
-@router.get("", response_model=ItemListOut)
+@router.get("", response_model=ItemListOut, responses=problems(409))
 def list_items(
     principal: AnyPrincipal,
     container: ContainerDep,
@@ -113,7 +116,7 @@ def list_items(
     status: StatusName = None,
     agent: Annotated[Name | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(pattern=ITEMS_CURSOR)] = None,
     min_position: Position = None,
 ) -> dict[str, Any]:
     if min_position is not None:
@@ -133,7 +136,7 @@ def list_items(
     return {"items": [item_from_row(row) for row in rows], "next_cursor": next_cursor}
 
 
-@router.get("/{item_id}", response_model=ItemOut)
+@router.get("/{item_id}", response_model=ItemOut, responses=problems(404, 409))
 async def get_item(
     item_id: str,
     request: Request,
@@ -165,7 +168,7 @@ def _item_row(
     return item_from_row(row)
 
 
-@router.get("/{item_id}/events", response_model=ItemEventsOut)
+@router.get("/{item_id}/events", response_model=ItemEventsOut, responses=problems(404))
 def item_events(
     item_id: str,
     request: Request,
@@ -186,7 +189,7 @@ def item_events(
     }
 
 
-@router.get("/{item_id}/runs", response_model=ItemRunsOut)
+@router.get("/{item_id}/runs", response_model=ItemRunsOut, responses=problems(404))
 def item_runs(
     item_id: str,
     request: Request,
@@ -235,7 +238,7 @@ def _readable_item(
     raise forbidden("only auditors and agents that worked on this item may read its history")
 
 
-@router.get("/{item_id}/at/{version}", response_model=ItemOut)
+@router.get("/{item_id}/at/{version}", response_model=ItemOut, responses=problems(404))
 def item_at_version(
     item_id: str,
     version: str,
@@ -263,7 +266,7 @@ def _operator_command(
     return {"item": item_from_aggregate(item, position)}
 
 
-@router.post("/{item_id}/retry", response_model=OperatorCommandOut)
+@router.post("/{item_id}/retry", response_model=OperatorCommandOut, responses=problems(404, 409))
 def retry_item(
     item_id: str, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
@@ -271,14 +274,14 @@ def retry_item(
     return _operator_command(StateOwner.retry_item, item_id, request, container, by)
 
 
-@router.post("/{item_id}/cancel", response_model=OperatorCommandOut)
+@router.post("/{item_id}/cancel", response_model=OperatorCommandOut, responses=problems(404, 409))
 def cancel_item(
     item_id: str, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
     return _operator_command(StateOwner.cancel_item, item_id, request, container, by)
 
 
-@router.post("/{item_id}/resume", response_model=OperatorCommandOut)
+@router.post("/{item_id}/resume", response_model=OperatorCommandOut, responses=problems(404, 409))
 def resume_item(
     item_id: str, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:

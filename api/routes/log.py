@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 
 from api.container import Container
 from api.deps import Auditor, ContainerDep, Operator
+from api.openapi import problems
 from api.presenters import event_body
-from api.schemas import EventListOut
+from api.schemas import EventListOut, ProjectionOut
 from projections.follower import read_batch
 from projections.poison import OPEN, DeadLetter
 from projections.queries import Queries
@@ -17,7 +18,7 @@ from projections.queries import Queries
 router = APIRouter(tags=["log"])
 
 
-@router.get("/v1/events", response_model=EventListOut)
+@router.get("/v1/events", response_model=EventListOut, responses=problems())
 def events(
     principal: Auditor,
     container: ContainerDep,
@@ -58,7 +59,7 @@ def projection_statuses(
     return statuses
 
 
-@router.get("/v1/projections")
+@router.get("/v1/projections", response_model=list[ProjectionOut], responses=problems())
 def projections(principal: Operator, container: ContainerDep) -> list[dict[str, Any]]:
     """Each follower's position, the log head and the lag between them."""
     return projection_statuses(container)

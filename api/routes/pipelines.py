@@ -11,8 +11,16 @@ from api import door
 from api.deps import AnyPrincipal, AppDep, ByDep, ContainerDep, Operator
 from api.errors import validation
 from api.middleware import NOT_JSON_MEDIA
+from api.openapi import problems
 from api.schemas import Name, PipelineOut
-from domain.pipeline import Pipeline
+from domain.pipeline import (
+    MAX_ATTEMPTS,
+    MAX_BACKOFF_SECONDS,
+    MAX_ITEM_BUDGET_USD,
+    MAX_TRANSITIONS,
+    MAX_VISITS,
+    Pipeline,
+)
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
 
@@ -25,6 +33,48 @@ SPEC_EXAMPLE = {
     ],
     "max_visits_per_stage": 3,
     "max_transitions": 50,
+}
+
+
+# What a spec may hold, as far as JSON Schema can say it; the rest (stage names unique, every
+# `on` route to a stage of the spec, the service's limits on stages and routes) is checked when
+# it is put, and named in the 422.
+STAGE_SCHEMA = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "pattern": r"^\S([\s\S]*\S)?$",
+        },
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
+        "lease_seconds": {"type": "number", "minimum": 1, "maximum": 24 * 3600},
+        "retry_backoff_seconds": {"type": "number", "minimum": 0, "maximum": MAX_BACKOFF_SECONDS},
+        "on": {
+            "type": "object",
+            "description": "outcome -> the stage it leads to (not `done`, which is the next stage)",
+            "propertyNames": {"minLength": 1, "not": {"const": "done"}},
+            "additionalProperties": {"type": "string"},
+        },
+    },
+}
+SPEC_SCHEMA = {
+    "type": "object",
+    "required": ["stages"],
+    "additionalProperties": False,
+    "properties": {
+        "stages": {"type": "array", "minItems": 1, "maxItems": 100, "items": STAGE_SCHEMA},
+        "max_visits_per_stage": {"type": "integer", "minimum": 1, "maximum": MAX_VISITS},
+        "max_transitions": {"type": "integer", "minimum": 1, "maximum": MAX_TRANSITIONS},
+        "item_budget_usd": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": MAX_ITEM_BUDGET_USD,
+        },
+    },
 }
 
 
@@ -64,11 +114,12 @@ async def _spec_from(request: Request, max_depth: int) -> Any:
 @router.put(
     "/{name}",
     response_model=PipelineOut,
+    responses=problems(409, body=True),
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"type": "object"}, "example": SPEC_EXAMPLE},
+                "application/json": {"schema": SPEC_SCHEMA, "example": SPEC_EXAMPLE},
                 "application/toml": {"schema": {"type": "string"}},
             },
         }
@@ -83,9 +134,9 @@ async def put_pipeline(
     return _body(pipeline, position)
 
 
-@router.get("/{name}", response_model=PipelineOut)
+@router.get("/{name}", response_model=PipelineOut, responses=problems(404))
 def get_pipeline(
-    name: str,
+    name: Name,
     principal: AnyPrincipal,
     app: AppDep,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,

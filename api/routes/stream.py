@@ -14,6 +14,7 @@ from api.console.session import SESSION_COOKIE, Sessions
 from api.container import EVENTS_CHANNEL, Container
 from api.deps import ContainerDep, request_context
 from api.errors import Problem, forbidden, unauthorized, validation
+from api.openapi import problems
 from api.stream import CountedStream, StreamFilter, StreamHub, TooManyStreams, event_stream
 from domain.agent import Role
 from domain.errors import NotFound
@@ -72,7 +73,13 @@ def _start(last_event_id: str | None, after: int | None) -> int | None:
 @router.get(
     "/v1/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "an endless stream"}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "an endless stream",
+        },
+        **problems(),
+    },
 )
 async def stream(
     request: Request,

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.container import Container
 from api.deps import AgentPrincipal, ByDep, ContainerDep, request_context
 from api.errors import Problem
+from api.openapi import problems
 from api.presenters import item_from_aggregate
 from api.schemas import (
     ClaimOut,
@@ -34,7 +35,10 @@ router = APIRouter(tags=["work"])
 @router.post(
     "/v1/claims",
     response_model=ClaimOut,
-    responses={204: {"description": "nothing is ready at that stage"}},
+    responses={
+        204: {"description": "nothing is ready at that stage"},
+        **problems(409, 423, 429, body=True),
+    },
 )
 async def claim(
     body: ClaimRequest,
@@ -119,7 +123,9 @@ def _report(
 # work: a sync route would take two (the handler, then its response's validation).
 
 
-@router.post("/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut)
+@router.post(
+    "/v1/leases/{lease_id}/heartbeat", response_model=HeartbeatOut, responses=problems(404, 409)
+)
 async def heartbeat(call: LeaseDep) -> dict[str, Any]:
     item, position = await run_in_threadpool(
         call.container.app.renew_lease, call.lease_id, call.holder, call.by
@@ -127,7 +133,11 @@ async def heartbeat(call: LeaseDep) -> dict[str, Any]:
     return {"expires_at": item.lease_expires_at, "version": item.version, "position": position}
 
 
-@router.post("/v1/leases/{lease_id}/complete", response_model=StageReportOut)
+@router.post(
+    "/v1/leases/{lease_id}/complete",
+    response_model=StageReportOut,
+    responses=problems(404, 409, body=True),
+)
 async def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage done; what follows it (the next stage ready, say) is decided in the same
     append. An identical repeat is answered again."""
@@ -139,7 +149,11 @@ async def complete(body: CompleteRequest, call: LeaseDep) -> dict[str, Any]:
     )
 
 
-@router.post("/v1/leases/{lease_id}/fail", response_model=StageReportOut)
+@router.post(
+    "/v1/leases/{lease_id}/fail",
+    response_model=StageReportOut,
+    responses=problems(404, 409, body=True),
+)
 async def fail(body: FailRequest, call: LeaseDep) -> dict[str, Any]:
     """Report a stage failed; it is retried with backoff or parked, in the same append."""
     return await run_in_threadpool(
