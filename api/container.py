@@ -44,6 +44,9 @@ EVENTS_CHANNEL = EVENTS_TABLE
 OPS_CONNECTIONS = 2
 
 
+BUS_GATHER_SECONDS = 0.1
+
+
 class Container:
     """Database, application, views, read pool, claims, followers of one process."""
 
@@ -184,6 +187,12 @@ class Container:
 
     def _follower(self, handler: ViewGroup | Bus | TraceExport) -> Follower:
         log = LogSource(self.app.recorder, self.app.mapper, self.database.conninfo, EVENTS_CHANNEL)
+        if isinstance(handler, ViewGroup):
+            gather = self.settings.projections_gather_ms / 1000
+        elif isinstance(handler, Bus) and self.settings.decide_at_once:
+            gather = BUS_GATHER_SECONDS  # a backstop: it need not race a hand-off
+        else:
+            gather = 0.0
         # The bus and the exporter act outside their own tables: one active instance each. A
         # collector that cannot be reached delays traces; it does not make the service unready.
         return Follower(
@@ -191,6 +200,7 @@ class Container:
             log,
             exclusive=not isinstance(handler, ViewGroup),
             required=not isinstance(handler, TraceExport),
+            gather_seconds=gather,
         )
 
     def _revive_pools(self) -> None:

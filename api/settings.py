@@ -26,6 +26,12 @@ class Settings(BaseSettings):
         default=True, description="run the projection followers in `serve`"
     )
     run_bus: bool = Field(default=True, description="run the bus follower in `serve`")
+    projections_gather_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="woken by a write, the projections wait this long for more before reading",
+    )
     decide_at_once: bool = Field(
         default=True,
         description="decide what follows a lease's end in the same append; false: the bus decides",

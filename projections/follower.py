@@ -112,6 +112,7 @@ class Follower(Background):
         log: LogSource,
         exclusive: bool = False,
         required: bool = True,
+        gather_seconds: float = 0.0,
     ) -> None:
         super().__init__()
         self.handler = handler
@@ -119,6 +120,9 @@ class Follower(Background):
         self.exclusive = exclusive
         # Whether the process is ready only while this follower runs (see /readyz).
         self.required = required
+        # Woken from idle, wait this long before reading, so that the writes of a hand-off
+        # (a report, the claim it wakes) are done first and come as one batch.
+        self.gather_seconds = gather_seconds
         self.thread_name = f"follower-{handler.name}"
         self._holds_lock = False
         self.state = FollowerState()
@@ -159,7 +163,8 @@ class Follower(Background):
     def _wait_for_news(self) -> None:
         listener = self._listen()
         for _ in listener.notifies(timeout=IDLE_WAKE_SECONDS, stop_after=1):
-            pass
+            if self.gather_seconds:
+                self._stopping.wait(self.gather_seconds)
 
     def _recovered(self, position: int) -> None:
         if self.state.error is not None:
