@@ -6,22 +6,18 @@ well-formed requests accepted and malformed ones refused."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.live import ADMIN_TOKEN, LiveService
+from tests.live import ADMIN_TOKEN, LiveService, own_service
 
 pytestmark = pytest.mark.api
 
@@ -30,24 +26,11 @@ pytestmark = pytest.mark.api
 def fuzz_target(
     server_conninfo: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveService]:
-    name = f"stateowner_fuzz_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    service = LiveService(
-        make_conninfo(server_conninfo, dbname=name), Path(tmp_path_factory.mktemp("fuzz"))
-    )
-    service.serve()
-    with service.client() as admin:
-        admin.put("/v1/pipelines/p", json={"stages": [{"name": "a"}, {"name": "b"}]})
-        admin.post("/v1/items", json={"pipeline": "p", "topic": "t", "title": "x"})
-    try:
+    with own_service(server_conninfo, Path(tmp_path_factory.mktemp("fuzz"))) as service:
+        with service.client() as admin:
+            admin.put("/v1/pipelines/p", json={"stages": [{"name": "a"}, {"name": "b"}]})
+            admin.post("/v1/items", json={"pipeline": "p", "topic": "t", "title": "x"})
         yield service
-    finally:
-        service.stop_all()
-        with psycopg.connect(server_conninfo, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live import LiveService
+from tests.live import LiveService, own_service
 
 pytestmark = pytest.mark.api
 
@@ -23,36 +23,17 @@ pytestmark = pytest.mark.api
 @pytest.fixture(scope="module")
 def live(server_conninfo: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     """One server for the module, with few request threads, small caps and short timeouts."""
-    import uuid
-
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
-    name = f"stateowner_hardening_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    service = LiveService(
-        make_conninfo(server_conninfo, dbname=name),
+    with own_service(
+        server_conninfo,
         Path(tmp_path_factory.mktemp("hardening")),
-        {
-            "STATEOWNER_WORKER_THREADS": "8",
-            "STATEOWNER_MAX_WAITING_CLAIMS_PER_AGENT": "30",
-            "STATEOWNER_HEADER_TIMEOUT_SECONDS": "0.5",
-            "STATEOWNER_BODY_TIMEOUT_SECONDS": "0.5",
-        },
-    )
-    service.serve()
-    with service.client() as admin:
-        admin.put("/v1/pipelines/p", json={"stages": [{"name": "work"}]}).raise_for_status()
-    try:
+        STATEOWNER_WORKER_THREADS="8",
+        STATEOWNER_MAX_WAITING_CLAIMS_PER_AGENT="30",
+        STATEOWNER_HEADER_TIMEOUT_SECONDS="0.5",
+        STATEOWNER_BODY_TIMEOUT_SECONDS="0.5",
+    ) as service:
+        with service.client() as admin:
+            admin.put("/v1/pipelines/p", json={"stages": [{"name": "work"}]}).raise_for_status()
         yield service
-    finally:
-        service.stop_all()
-        with psycopg.connect(server_conninfo, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def _agent(live: LiveService, name: str, stage: str) -> str:
