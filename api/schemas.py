@@ -52,10 +52,14 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+LeaseCap = Annotated[int, Field(ge=1, le=100_000)]
+
+
 class AgentCreate(Body):
     name: Name
     role: Role
     stages: list[Name] = Field(default_factory=list, max_length=100)
+    max_concurrent_leases: LeaseCap | None = None
 
 
 class ItemCreate(Body):
@@ -362,6 +366,7 @@ class AgentOut(BaseModel):
     disabled: bool
     token: str | None
     position: int
+    max_concurrent_leases: int | None = None
 
 
 class AgentActivityOut(BaseModel):
