@@ -38,7 +38,7 @@ def test_a_schedule_creates_one_item_per_tick(api: Api) -> None:
     response = api.client.put("/v1/schedules/digest", json=EVERY_SECOND, headers=api.admin)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["every_seconds"] == 1 and body["catch_up"] == "skip"
+    assert (body["every_seconds"], body["catch_up"]) == (1, "skip")
     assert body["next_tick"] is not None
     _wait_for(lambda: len(_fired(api)) >= 3)
     fired = _fired(api)
@@ -50,7 +50,7 @@ def test_a_schedule_creates_one_item_per_tick(api: Api) -> None:
         )
     first = api.item(fired[0]["data"]["item_id"], min_position=fired[0]["position"])
     assert first["title"] == f"Digest {ticks[0]}"
-    assert first["status"] == "ready" and first["stage"] == "research"
+    assert (first["status"], first["stage"]) == ("ready", "research")
     listed = api.client.get("/v1/schedules", headers=api.admin).json()["schedules"]
     assert [s["name"] for s in listed] == ["digest"]
     assert listed[0]["fired"] >= 1
