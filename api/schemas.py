@@ -52,7 +52,12 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-LeaseCap = Annotated[int, Field(ge=1, le=100_000)]
+# 3.0 is the integer 3 in JSON (as WholeNumber below says for the report bodies).
+LeaseCap = Annotated[
+    int,
+    BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v),
+    Field(ge=1, le=100_000),
+]
 
 
 class AgentCreate(Body):

@@ -12,7 +12,7 @@ from api.container import Container
 from api.deps import AnyPrincipal, ByDep, ContainerDep, Operator, wait_for_view
 from api.errors import not_found
 from api.openapi import problems
-from api.schemas import Body, JsonObject, Name
+from api.schemas import Body, JsonObject, Name, WholeNumber
 from bus.timetable import Timetable
 from domain.errors import DomainError
 from domain.schedule import MAX_EVERY_SECONDS, ScheduleSpec
@@ -32,7 +32,7 @@ class SchedulePut(Body):
     cron: Cron | None = Field(
         default=None, description="a cron expression (5 fields, or 6 with seconds first)"
     )
-    every_seconds: Annotated[int, Field(ge=1, le=MAX_EVERY_SECONDS)] | None = Field(
+    every_seconds: Annotated[int, WholeNumber, Field(ge=1, le=MAX_EVERY_SECONDS)] | None = Field(
         default=None, description="a fixed period instead of cron: ticks at multiples since 1970"
     )
     timezone: Zone = Field(default="UTC", description="an IANA time zone the cron reads in")

@@ -88,6 +88,30 @@ def _coherent(path: str, body: Any) -> bool:
             for target in stage["on"].values()
         ]
         return len(set(map(str, names))) == len(names) and all(t in names for t in routes)
+    if path == "/v1/schedules/{name}" and isinstance(body, dict):
+        return _timetable_readable(body)
+    return True
+
+
+def _timetable_readable(body: dict[str, Any]) -> bool:
+    """A schedule has one of cron and every_seconds, a cron the library reads and a zone that
+    exists: rules the service checks and names (422)."""
+    from bus.timetable import Timetable
+    from domain.errors import InvalidField
+    from domain.schedule import ScheduleSpec, check_spec
+
+    try:
+        spec = ScheduleSpec(
+            pipeline="p",
+            topic="t",
+            title="x",
+            cron=body.get("cron"),
+            every_seconds=body.get("every_seconds"),
+            timezone=body.get("timezone", "UTC"),
+        )
+        Timetable.of(check_spec(spec))
+    except (InvalidField, TypeError, ValueError):
+        return False
     return True
 
 
