@@ -57,6 +57,7 @@ LeaseCap = Annotated[
     int,
     BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v),
     Field(ge=1, le=100_000),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100_000}),
 ]
 
 

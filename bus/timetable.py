@@ -41,6 +41,8 @@ class Timetable:
                 raise InvalidField(
                     "cron", f"{spec.cron!r} is not a cron expression: {error}"
                 ) from None
+            except Exception:  # a text the library trips over is no cron expression either
+                raise InvalidField("cron", f"{spec.cron!r} is not a cron expression") from None
         return cls(spec.cron, spec.every_seconds, tz)
 
     def next_after(self, at: datetime) -> datetime:

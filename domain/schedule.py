@@ -66,7 +66,7 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     """The IANA time zone named, or InvalidField naming `timezone`."""
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError, OSError):
         raise InvalidField("timezone", f"{name!r} is not a known IANA time zone") from None
 
 

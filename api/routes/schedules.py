@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, WithJsonSchema
 
 from api.container import Container
 from api.deps import AnyPrincipal, ByDep, ContainerDep, Operator, wait_for_view
@@ -32,7 +32,15 @@ class SchedulePut(Body):
     cron: Cron | None = Field(
         default=None, description="a cron expression (5 fields, or 6 with seconds first)"
     )
-    every_seconds: Annotated[int, WholeNumber, Field(ge=1, le=MAX_EVERY_SECONDS)] | None = Field(
+    every_seconds: (
+        Annotated[
+            int,
+            WholeNumber,
+            Field(ge=1, le=MAX_EVERY_SECONDS),
+            WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_EVERY_SECONDS}),
+        ]
+        | None
+    ) = Field(
         default=None, description="a fixed period instead of cron: ticks at multiples since 1970"
     )
     timezone: Zone = Field(default="UTC", description="an IANA time zone the cron reads in")

@@ -87,7 +87,11 @@ def _coherent(path: str, body: Any) -> bool:
             if isinstance(stage.get("on"), dict)
             for target in stage["on"].values()
         ]
-        return len(set(map(str, names))) == len(names) and all(t in names for t in routes)
+        # Python's whitespace (which a stage name may not start or end with) has more in it than
+        # the schema pattern's \S can say: \x1c-\x1f, \x85.
+        trimmed = all(not isinstance(n, str) or n == n.strip() for n in names)
+        unique = len(set(map(str, names))) == len(names)
+        return trimmed and unique and all(t in names for t in routes)
     if path == "/v1/schedules/{name}" and isinstance(body, dict):
         return _timetable_readable(body)
     return True
@@ -100,6 +104,10 @@ def _timetable_readable(body: dict[str, Any]) -> bool:
     from domain.errors import InvalidField
     from domain.schedule import ScheduleSpec, check_spec
 
+    if not isinstance(body.get("cron"), str | None) or not isinstance(
+        body.get("timezone", "UTC"), str
+    ):
+        return True  # malformed: refused by its schema
     try:
         spec = ScheduleSpec(
             pipeline="p",
