@@ -26,6 +26,8 @@ from api.routes import (
     items,
     log,
     pipelines,
+    reports,
+    schedules,
     stream,
     topics,
     work,
@@ -80,7 +82,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     )
     app.state.streams = streams
     install_error_handlers(app)
-    for module in (agents, pipelines, items, work, topics, budgets, audit, log, stream, health):
+    routers = (agents, pipelines, items, work, topics, budgets, audit, log, stream, health)
+    for module in (*routers, schedules, reports):
         app.include_router(module.router)
     install_console(app)
     install_openapi(app)

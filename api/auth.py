@@ -25,6 +25,7 @@ class Principal:
     role: str
     stages: frozenset[str] = field(default_factory=frozenset)
     builtin: bool = False
+    max_leases: int | None = None
 
     @property
     def actor(self) -> str:
@@ -39,7 +40,8 @@ class Principal:
     @property
     def claimant(self) -> Claimant:
         """The caller as an agent asking for work: its name and the stages it may work on now."""
-        return Claimant(self.name, self.stages if self.role == Role.AGENT else frozenset())
+        stages = self.stages if self.role == Role.AGENT else frozenset()
+        return Claimant(self.name, stages, self.max_leases)
 
 
 def new_token(agent_id: uuid.UUID) -> str:
@@ -91,7 +93,12 @@ def principal_of(credentials: Credentials, agent: Agent | None) -> Principal:
         return ADMIN_PRINCIPAL
     if agent is None or not agent.token_matches(credentials.token):
         raise unauthorized(INVALID_TOKEN)
-    return Principal(name=agent.name, role=agent.role, stages=frozenset(agent.stages))
+    return Principal(
+        name=agent.name,
+        role=agent.role,
+        stages=frozenset(agent.stages),
+        max_leases=agent.max_concurrent_leases,
+    )
 
 
 def find_agent(app: StateOwner, agent_id: uuid.UUID) -> Agent | None:

@@ -25,6 +25,7 @@ from api.settings import Settings
 from bus.advance import Bus
 from bus.claims import Claims
 from bus.governor import Governor
+from bus.scheduler import Scheduler
 from bus.sweeper import LeaseSweeper
 from bus.traces import TraceExport, traces_url
 from domain.agent import Agent
@@ -65,6 +66,7 @@ class Container:
     claims: Claims
     bus: Bus
     sweeper: LeaseSweeper
+    scheduler: Scheduler
 
     def __init__(
         self,
@@ -100,6 +102,8 @@ class Container:
                 follower.start()
         if bus and not self.sweeper.started:
             self.sweeper.start()
+        if bus and not self.scheduler.started:
+            self.scheduler.start()
         if ready_signal and not self.ready.started:
             self.ready.start()
             self.known_agents.start()
@@ -172,6 +176,9 @@ class Container:
             settings.sweep_interval_seconds,
             governor,
         )
+        self.scheduler = Scheduler(
+            self.app, self.queries, self.database.conninfo, settings.schedule_grace_seconds
+        )
         self.started = True
 
     def _trace_export(self, endpoint: str) -> TraceExport:
@@ -234,6 +241,7 @@ class Container:
         self.ready.request_stop()
         self.known_agents.request_stop()
         self.sweeper.request_stop()
+        self.scheduler.request_stop()
         self.health.stop()
         # Stopping listeners wake now rather than at their next idle timeout.
         notify(self.pool, EVENTS_CHANNEL, READY_CHANNEL, AGENTS_CHANNEL)
@@ -242,6 +250,7 @@ class Container:
         self.ready.stop()
         self.known_agents.stop()
         self.sweeper.stop()
+        self.scheduler.stop()
         self.pool.close()
         self.ops_queries.pool.close()
         self.datastore.close()

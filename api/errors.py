@@ -134,6 +134,8 @@ DOMAIN_ERRORS: list[tuple[type[errors.DomainError], int, str, str]] = [
 
 def _extra(error: errors.DomainError) -> dict[str, Any]:
     """What a client needs besides the detail to act on the refusal."""
+    if isinstance(error, errors.InvalidField):
+        return {"errors": [{"location": f"body.{error.field}", "message": error.message}]}
     if isinstance(error, errors.BudgetHalted):
         return {
             "scope": error.scope,

@@ -52,10 +52,20 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# 3.0 is the integer 3 in JSON (as WholeNumber below says for the report bodies).
+LeaseCap = Annotated[
+    int,
+    BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v),
+    Field(ge=1, le=100_000),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 100_000}),
+]
+
+
 class AgentCreate(Body):
     name: Name
     role: Role
     stages: list[Name] = Field(default_factory=list, max_length=100)
+    max_concurrent_leases: LeaseCap | None = None
 
 
 class ItemCreate(Body):
@@ -362,6 +372,7 @@ class AgentOut(BaseModel):
     disabled: bool
     token: str | None
     position: int
+    max_concurrent_leases: int | None = None
 
 
 class AgentActivityOut(BaseModel):

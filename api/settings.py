@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         pattern=r"^https?://",
         description="an OTLP/HTTP collector (http://host:4318): finished runs are exported to it",
     )
+    schedule_grace_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="a schedule's tick older than this when fired is late: catch_up decides",
+    )
     otlp_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="how long one export to the collector may take"
     )

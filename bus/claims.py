@@ -17,7 +17,7 @@ from domain.errors import BudgetHalted, ConcurrentUpdate, NotFound, OutsideScope
 from domain.guards import window_of
 from domain.item import Item
 from domain.values import By, Claimant
-from projections.queries import Queries
+from projections.queries import LeaseCount, Queries
 from projections.ready import ReadySignal, RecentClaims
 
 CANDIDATES_PER_TRY = 8
@@ -26,6 +26,12 @@ CANDIDATES_PER_TRY = 8
 SAFETY_RECHECK_SECONDS = 10.0
 UNSIGNALLED_RECHECK_SECONDS = 1.0
 CONTENDED_RECHECK_SECONDS = 0.01
+# A claim held back by a cap looks again this often (a lease's end sends no ready signal).
+CAPPED_RECHECK_SECONDS = 0.2
+# How long a capped claim waits for item_status to show every lease out before it counts them.
+SETTLE_SECONDS = 2.0
+# Stage caps are read from the limits view at most this often.
+CAPS_TTL_SECONDS = 0.5
 
 ClaimCounter = Callable[[str, str], None]
 
@@ -71,6 +77,7 @@ class Claims:
     count: ClaimCounter = _uncounted
     _waiting: Counter[str] = field(default_factory=Counter)
     _closing: threading.Event = field(default_factory=threading.Event)
+    _caps: tuple[float, dict[str, dict[str, int]]] = (-CAPS_TTL_SECONDS, {})
 
     def close(self) -> None:
         """Stop waiting: every waiting claim answers at once, with nothing, so a stopping server
@@ -134,19 +141,63 @@ class Claims:
                 del self._waiting[agent]
 
     def _attempt(self, claimant: Claimant, stage: str, by: By) -> _Attempt:
-        """One look, in a worker thread: breakers, a hinted item, the backlog; and when nothing
-        could be claimed, how long to wait before looking again."""
+        """One look, in a worker thread: breakers, caps, a hinted item, the backlog; and when
+        nothing could be claimed, how long to wait before looking again."""
         halted_topics = self._check_breakers(claimant.name, stage)
+        caps = self._stage_caps().get(stage, {})
+        if not caps and claimant.max_leases is None:
+            return self._look(claimant, stage, by, halted_topics)
+        # Containment: claims under a cap are made one at a time, each counting the leases out.
+        locks = [f"agent:{claimant.name}"] if claimant.max_leases is not None else []
+        locks += [f"stage:{stage}"] if caps else []
+        capped = _Attempt(None, next_wake=CAPPED_RECHECK_SECONDS)
+        with self.queries.leases_counted(locks, SETTLE_SECONDS) as count:
+            if count is None:
+                return capped
+            limit = claimant.max_leases
+            if limit is not None and count.by_agent(claimant.name) >= limit:
+                self.count(stage, "capped")
+                return capped
+            out = count.by_pipeline(stage) if caps else {}
+            full = frozenset(p for p, cap in caps.items() if out.get(p, 0) >= cap)
+            attempt = self._look(claimant, stage, by, halted_topics, full, count)
+        if attempt.claimed is None and full:
+            self.count(stage, "capped")
+            return capped
+        return attempt
+
+    def _stage_caps(self) -> dict[str, dict[str, int]]:
+        read_at, caps = self._caps
+        if time.monotonic() - read_at >= CAPS_TTL_SECONDS:
+            caps = self.queries.stage_caps()
+            self._caps = (time.monotonic(), caps)
+        return caps
+
+    def _look(
+        self,
+        claimant: Claimant,
+        stage: str,
+        by: By,
+        halted_topics: frozenset[str],
+        full: frozenset[str] = frozenset(),
+        held: LeaseCount | None = None,
+    ) -> _Attempt:
         # An item a writer just made ready goes to one waiter before item_status shows it.
         while (hinted := self.ready.take_hint(stage)) is not None:
-            claimed = self._claim_one(hinted, claimant, stage, by, halted_topics)
+            claimed = self._claim_one(hinted, claimant, stage, by, halted_topics, full)
             if claimed is not None:
                 return _Attempt(claimed)
         with self.queries.ready_candidates(
-            stage, self.app.clock(), self.recent.current(), halted_topics, CANDIDATES_PER_TRY
+            stage,
+            self.app.clock(),
+            self.recent.current(),
+            halted_topics,
+            CANDIDATES_PER_TRY,
+            full_pipelines=full,
+            held=held,
         ) as candidates:
             for item_id in candidates:
-                claimed = self._claim_one(item_id, claimant, stage, by, halted_topics)
+                claimed = self._claim_one(item_id, claimant, stage, by, halted_topics, full)
                 if claimed is not None:
                     return _Attempt(claimed, from_backlog=True)
         return _Attempt(None, next_wake=self._next_wake(stage))
@@ -173,9 +224,12 @@ class Claims:
         stage: str,
         by: By,
         halted_topics: frozenset[str],
+        full: frozenset[str] = frozenset(),
     ) -> Claimed | None:
         try:
-            item, lease_id, position = self.app.claim(item_id, stage, claimant, by, halted_topics)
+            item, lease_id, position = self.app.claim(
+                item_id, stage, claimant, by, halted_topics, full
+            )
         except (StateConflict, ConcurrentUpdate, NotFound):
             return None  # another agent won it, or what we read is behind the item
         self.recent.add(item_id, item.version)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidCommand, StateConflict
+from domain.errors import InvalidCommand, InvalidField, StateConflict
 from domain.recorded import Recorded, RecordedAggregate
 from domain.values import By, Registration
 
@@ -52,6 +52,7 @@ class Agent(RecordedAggregate):
         token_hash: str
         request_digest: str
         disabled: bool
+        max_concurrent_leases: int | None
 
     class AgentRegistered(Aggregate.Created, Recorded):
         name: str
@@ -67,6 +68,7 @@ class Agent(RecordedAggregate):
             agent.token_hash = self.token_hash
             agent.request_digest = self.request_digest
             agent.disabled = False
+            agent.max_concurrent_leases = None
 
     class TokenRotated(Recorded):
         token_hash: str
@@ -79,6 +81,14 @@ class Agent(RecordedAggregate):
 
         def apply(self, agent: Agent) -> None:
             agent.stages = self.stages
+
+    class AgentLimitsSet(Recorded):
+        """How many leases the agent may hold at once (None: no limit of its own)."""
+
+        max_concurrent_leases: int | None
+
+        def apply(self, agent: Agent) -> None:
+            agent.max_concurrent_leases = self.max_concurrent_leases
 
     class AgentDisabled(Recorded):
         def apply(self, agent: Agent) -> None:
@@ -94,7 +104,7 @@ class Agent(RecordedAggregate):
             raise InvalidCommand(
                 f"role must be one of {', '.join(Role.ALL)}, not {registration.role!r}"
             )
-        return cls._begin(
+        agent = cls._begin(
             cls.AgentRegistered,
             cls.create_id(registration.name),
             by,
@@ -104,6 +114,15 @@ class Agent(RecordedAggregate):
             token_hash=registration.token_hash,
             request_digest=registration.request_digest,
         )
+        if registration.max_concurrent_leases is not None:
+            agent.set_limits(registration.max_concurrent_leases, by)
+        return agent
+
+    def set_limits(self, max_concurrent_leases: int | None, by: By) -> None:
+        if max_concurrent_leases is not None and max_concurrent_leases < 1:
+            raise InvalidField("max_concurrent_leases", "must be at least 1, or null for none")
+        if max_concurrent_leases != self.max_concurrent_leases:
+            self._record(Agent.AgentLimitsSet, by, max_concurrent_leases=max_concurrent_leases)
 
     def token_matches(self, token: str) -> bool:
         return not self.disabled and hmac.compare_digest(self.token_hash, hash_token(token))

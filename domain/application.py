@@ -27,6 +27,7 @@ from domain.guards import window_of
 from domain.item import Item, LeaseEnded, trigger_name
 from domain.pipeline import Pipeline, SpecLimits, accept_spec
 from domain.recorded import Recorded
+from domain.schedule import Schedule, ScheduleSpec, check_spec
 from domain.topic import Topic
 from domain.values import (
     By,
@@ -191,6 +192,13 @@ class StateOwner(Application[uuid.UUID]):
     def change_stages(self, name: str, stages: list[str], by: By) -> tuple[Agent, int]:
         return self._change(lambda: self.agent(name), lambda agent: agent.change_stages(stages, by))
 
+    def set_agent_limits(
+        self, name: str, max_concurrent_leases: int | None, by: By
+    ) -> tuple[Agent, int]:
+        return self._change(
+            lambda: self.agent(name), lambda agent: agent.set_limits(max_concurrent_leases, by)
+        )
+
     # -- pipelines ----------------------------------------------------------------------------
 
     def put_pipeline(self, name: str, raw_spec: Any, by: By) -> tuple[Pipeline, int]:
@@ -205,6 +213,55 @@ class StateOwner(Application[uuid.UUID]):
         return self._get(
             Pipeline, Pipeline.create_id(name), f"pipeline named {name!r}", version=version
         )
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    def put_schedule(self, name: str, spec: ScheduleSpec, by: By) -> tuple[Schedule, int]:
+        check_spec(spec)
+        try:
+            self.pipeline(spec.pipeline)
+        except NotFound:
+            raise NotFound(f"pipeline: no pipeline named {spec.pipeline!r}") from None
+        return self._put(
+            lambda: self.schedule(name),
+            lambda: Schedule.define(name, spec, self.clock(), by),
+            lambda schedule: schedule.change(spec, self.clock(), by),
+        )
+
+    def schedule(self, name: str) -> Schedule:
+        return self._get(Schedule, Schedule.create_id(name), f"schedule named {name!r}")
+
+    def delete_schedule(self, name: str, by: By) -> tuple[Schedule, int]:
+        def get() -> Schedule:
+            schedule = self.schedule(name)
+            if schedule.deleted:
+                raise NotFound(f"no schedule named {name!r}")
+            return schedule
+
+        return self._change(get, lambda schedule: schedule.delete(by))
+
+    def fire_schedule(
+        self, name: str, tick: datetime, *, late: bool, missed: int, by: By
+    ) -> tuple[Item, int]:
+        """Create the tick's item and record the firing on the schedule, in one append. A rival
+        (another scheduler, or this one before a crash) that fired the tick first makes this
+        refuse: the item id and the schedule's version are both taken."""
+        schedule = self.schedule(name)
+        spec = schedule.parsed
+        item_id = schedule.fire(tick, late=late, missed=missed, by=by)
+        pipeline = self.pipeline(spec.pipeline)
+        new = NewItem(
+            spec.pipeline, spec.topic, spec.title.replace("{tick}", tick.isoformat()), spec.input
+        )
+        item = Item.start(
+            item_id, new, pipeline_version=pipeline.version, spec=pipeline.parsed, by=by
+        )
+        return item, self._save(schedule, item)
+
+    def skip_schedule(self, name: str, tick: datetime, *, missed: int, by: By) -> int:
+        schedule = self.schedule(name)
+        schedule.skip(tick, missed=missed, by=by)
+        return self._save(schedule)
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -277,11 +334,14 @@ class StateOwner(Application[uuid.UUID]):
         claimant: Claimant,
         by: By,
         halted_topics: frozenset[str] = frozenset(),
+        full_pipelines: frozenset[str] = frozenset(),
     ) -> tuple[Item, str, int]:
         """Claim one ready item. A rival claim that appended first makes this one fail at once."""
         item = self.item(item_id)
         if item.topic in halted_topics:
             raise StateConflict(f"the breaker of topic:{item.topic} is open")
+        if item.pipeline in full_pipelines:
+            raise StateConflict(f"stage {stage!r} of {item.pipeline!r} is at its max_concurrent")
         lease_id = item.claim(stage, claimant, self.clock(), by)
         return item, lease_id, self._save(item)
 

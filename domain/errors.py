@@ -76,3 +76,12 @@ class BudgetHalted(DomainError):
         self.spent_usd = spent_usd
         self.halt_usd = halt_usd
         self.window = window
+
+
+class InvalidField(InvalidCommand):
+    """A command's field breaks a rule; `field` names where (`cron`, `timezone`, …)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

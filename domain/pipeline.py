@@ -20,6 +20,19 @@ DONE_OUTCOME = "done"
 
 STAGE_KEYS = {"name", "max_attempts", "lease_seconds", "retry_backoff_seconds", "on"}
 SPEC_KEYS = {"stages", "max_visits_per_stage", "max_transitions", "item_budget_usd"}
+# Containment and exit criteria (issue 11): optional, and left out of a spec that has none, so
+# specs stored before them read back the same.
+STAGE_KEYS |= {"max_concurrent"}
+SPEC_KEYS |= {"exit_criteria"}
+# Each criterion, and whether its actual value must be at least (True) or at most the target.
+EXIT_CRITERIA = {
+    "items_per_day": True,
+    "success_rate": True,
+    "cost_per_item_usd": False,
+    "p95_seconds": False,
+    "quality_pass_rate": True,
+}
+MAX_CONCURRENT = 100_000
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class StageSpec:
     lease_seconds: float = 300.0
     retry_backoff_seconds: float = 2.0
     on: Mapping[str, str] = field(default_factory=dict)
+    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,7 @@ class PipelineSpec:
     max_visits_per_stage: int = 3
     max_transitions: int = 50
     item_budget_usd: float | None = None
+    exit_criteria: Mapping[str, float] = field(default_factory=dict)
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
@@ -61,12 +76,14 @@ class PipelineSpec:
                     "lease_seconds": s.lease_seconds,
                     "retry_backoff_seconds": s.retry_backoff_seconds,
                     "on": dict(s.on),
+                    **({"max_concurrent": s.max_concurrent} if s.max_concurrent else {}),
                 }
                 for s in self.stages
             ],
             "max_visits_per_stage": self.max_visits_per_stage,
             "max_transitions": self.max_transitions,
             "item_budget_usd": self.item_budget_usd,
+            **({"exit_criteria": dict(self.exit_criteria)} if self.exit_criteria else {}),
         }
 
 
@@ -141,7 +158,30 @@ def _stage(raw: Any, index: int) -> StageSpec:
             high=MAX_BACKOFF_SECONDS,
         ),
         on=dict(on),
+        max_concurrent=None
+        if raw.get("max_concurrent") is None
+        else _positive_number(
+            raw["max_concurrent"], f"{where}.max_concurrent", high=MAX_CONCURRENT, integer=True
+        ),
     )
+
+
+def _exit_criteria(raw: Any) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidPipelineSpec("exit_criteria must be an object")
+    unknown = set(raw) - set(EXIT_CRITERIA)
+    if unknown:
+        raise InvalidPipelineSpec(
+            f"exit_criteria has unknown keys: {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(EXIT_CRITERIA)}"
+        )
+    criteria = {}
+    for name, target in raw.items():
+        high = 1.0 if name.endswith("_rate") else 1e12
+        criteria[name] = _non_negative_number(target, f"exit_criteria.{name}", high=high)
+    return criteria
 
 
 def parse_spec(raw: Any) -> PipelineSpec:
@@ -180,6 +220,7 @@ def parse_spec(raw: Any) -> PipelineSpec:
         item_budget_usd=None
         if budget is None
         else float(_positive_number(budget, "item_budget_usd", high=MAX_ITEM_BUDGET_USD)),
+        exit_criteria=_exit_criteria(raw.get("exit_criteria")),
     )
 
 

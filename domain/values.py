@@ -22,6 +22,7 @@ class Claimant:
 
     name: str
     stages: frozenset[str]
+    max_leases: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,4 @@ class Registration:
     stages: tuple[str, ...] = ()
     token_hash: str = ""
     request_digest: str = ""
+    max_concurrent_leases: int | None = None

@@ -17,13 +17,18 @@ from projections.base import View, ViewGroup
 from projections.follower import read_batch
 from projections.item_status import ItemStatusView
 from projections.poison import DeadLetters
+from projections.report import ReportView
+from projections.schedules import LimitsView, SchedulesView
 from projections.spend import BudgetsView, SpendView
 from projections.topics import TopicsView
 from store.database import Database
 
 VIEWS: dict[str, type[View]] = {
     view.name: view
-    for view in (ItemStatusView, TopicsView, AgentsView, SpendView, BudgetsView, AuditView)
+    for view in (
+        *(ItemStatusView, TopicsView, AgentsView, SpendView, BudgetsView, AuditView),
+        *(SchedulesView, LimitsView, ReportView),
+    )
 }
 SHADOW_SCHEMA = "stateowner_shadow"
 SNAPSHOT_SCHEMA = "stateowner_snapshot"

@@ -3,9 +3,10 @@ service runs outside the views' own writes lives here."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -91,6 +92,28 @@ def _is(day: date | None, window: str) -> bool:
 
 
 @dataclass(frozen=True)
+class LeaseCount:
+    """Leases out now, counted on the connection that holds the containment locks."""
+
+    conn: Connection[DictRow]
+
+    def by_agent(self, agent: str) -> int:
+        row = self.conn.execute(
+            "SELECT count(*) AS n FROM item_status WHERE status = 'claimed' AND agent = %s",
+            (agent,),
+        ).fetchone()
+        return int(row["n"]) if row else 0
+
+    def by_pipeline(self, stage: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT pipeline, count(*) AS n FROM item_status WHERE status = 'claimed' "
+            "AND stage = %s GROUP BY pipeline",
+            (stage,),
+        ).fetchall()
+        return {row["pipeline"]: int(row["n"]) for row in rows}
+
+
+@dataclass(frozen=True)
 class Queries:
     """The read side, over a pool of autocommit connections."""
 
@@ -166,12 +189,16 @@ class Queries:
         behind: dict[uuid.UUID, int],
         halted_topics: frozenset[str],
         limit: int,
+        full_pipelines: frozenset[str] = frozenset(),
+        held: LeaseCount | None = None,
     ) -> Iterator[Iterator[uuid.UUID]]:
         """The oldest ready rows at a stage, one at a time, each locked in one transaction:
         rows another claimer holds are skipped (so simultaneous claimers each lock a different
         item), as are rows known to be behind their item (`behind` maps items to a version they
-        have reached) and items of topics whose breaker is open."""
-        with self.pool.connection() as conn, conn.transaction():
+        have reached) and items of topics whose breaker is open (or of pipelines whose stage is
+        at its cap). Under containment's locks, on their connection (`held`)."""
+        connection = nullcontext(held.conn) if held is not None else self.pool.connection()
+        with connection as conn, conn.transaction():
 
             def candidates() -> Iterator[uuid.UUID]:
                 passed_over: list[uuid.UUID] = []
@@ -179,7 +206,7 @@ class Queries:
                     row = conn.execute(
                         "SELECT item_id FROM item_status WHERE stage = %s AND status = 'ready' "
                         "AND (not_before IS NULL OR not_before <= %s) AND item_id <> ALL(%s) "
-                        "AND topic <> ALL(%s) AND NOT EXISTS (SELECT 1 FROM "
+                        "AND topic <> ALL(%s) AND pipeline <> ALL(%s) AND NOT EXISTS (SELECT 1 FROM "
                         "unnest(%s::uuid[], %s::int[]) AS b(id, version) "
                         "WHERE b.id = item_status.item_id AND b.version > item_status.version) "
                         "ORDER BY ready_at, position LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -188,6 +215,7 @@ class Queries:
                             now,
                             passed_over,
                             list(halted_topics),
+                            list(full_pipelines),
                             list(behind),
                             list(behind.values()),
                         ),
@@ -325,6 +353,89 @@ class Queries:
             ),
             [*params, limit],
         )
+
+    # -- schedules --------------------------------------------------------------------------------
+
+    def active_schedules(self) -> list[str]:
+        rows = self._all("SELECT name FROM schedules WHERE enabled AND NOT deleted ORDER BY name")
+        return [row["name"] for row in rows]
+
+    def schedules(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every schedule not deleted (or the one named), by name."""
+        return self._all(
+            "SELECT * FROM schedules WHERE NOT deleted AND (%(name)s::text IS NULL "
+            "OR name = %(name)s) ORDER BY name",
+            {"name": name},
+        )
+
+    # -- containment ------------------------------------------------------------------------------
+
+    def stage_caps(self) -> dict[str, dict[str, int]]:
+        """stage -> pipeline -> the most leases that stage of that pipeline may have out."""
+        caps: dict[str, dict[str, int]] = {}
+        for row in self._all("SELECT pipeline, stage, max_concurrent FROM stage_limits"):
+            caps.setdefault(row["stage"], {})[row["pipeline"]] = row["max_concurrent"]
+        return caps
+
+    @contextmanager
+    def leases_counted(
+        self, locks: Sequence[str], settle_seconds: float
+    ) -> Iterator[LeaseCount | None]:
+        """Hold the named locks (advisory, this transaction's) while the caller counts leases and
+        claims: every claim under a cap is made under its lock, and counted only once item_status
+        has caught up with the log as it stood once the lock was held — so no rival's claim goes
+        uncounted. Yields None when item_status does not catch up within `settle_seconds`."""
+        with self.pool.connection() as conn, conn.transaction():
+            for name in sorted(locks):
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+            head = _log_head(conn)
+            deadline = time.monotonic() + settle_seconds
+            while _view_position(conn, "item_status") < head:
+                if time.monotonic() >= deadline:
+                    yield None
+                    return
+                time.sleep(0.002)
+            yield LeaseCount(conn)
+
+    # -- pipeline reports ---------------------------------------------------------------------
+
+    def pipeline_report(self, pipeline: str, since: datetime) -> dict[str, Any]:
+        """Production items of a pipeline created since `since` (eval items left out): counts by
+        outcome, cost, end-to-end times of those done, each stage's waiting and working times,
+        and incidents (parkings, halts, expired leases)."""
+        with self.pool.connection() as conn:
+            totals = conn.execute(
+                "SELECT count(*) AS items, count(*) FILTER (WHERE status = 'done') AS done, "
+                "count(*) FILTER (WHERE status = 'parked') AS parked, "
+                "count(*) FILTER (WHERE status = 'halted') AS halted, "
+                "count(*) FILTER (WHERE status = 'cancelled') AS cancelled, "
+                "COALESCE(sum(cost_usd), 0) AS cost_usd, "
+                "COALESCE(sum(parked), 0) AS parkings, COALESCE(sum(halted), 0) AS halts, "
+                "COALESCE(sum(expired), 0) AS expiries, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - "
+                "created_at)) FILTER (WHERE status = 'done') AS p50, "
+                "percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM ended_at - "
+                "created_at)) FILTER (WHERE status = 'done') AS p95 "
+                "FROM report_items WHERE pipeline = %s AND NOT eval AND created_at >= %s",
+                (pipeline, since),
+            ).fetchone()
+            stages = conn.execute(
+                "SELECT s.stage, count(*) AS visits, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                "greatest(s.claimed_at - s.ready_at, interval '0')))  AS wait_p50, "
+                "percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                "greatest(s.claimed_at - s.ready_at, interval '0'))) AS wait_p95, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                "s.ended_at - s.claimed_at)) AS work_p50, "
+                "percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM "
+                "s.ended_at - s.claimed_at)) AS work_p95 "
+                "FROM report_stages s JOIN report_items i ON i.item_id = s.item_id "
+                "WHERE i.pipeline = %s AND NOT i.eval AND i.created_at >= %s "
+                "AND s.claimed_at IS NOT NULL GROUP BY s.stage ORDER BY s.stage",
+                (pipeline, since),
+            ).fetchall()
+        assert totals is not None
+        return {**totals, "stages": stages}
 
     # -- the console's overview ---------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from api.console.routes import router
+from api.console.schedules import router as schedules_router
 from api.console.web import (
     HERE,
     CsrfRefused,
@@ -44,6 +45,7 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
 
 def install_console(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(schedules_router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="static")
     app.state.html_errors = error_page
 

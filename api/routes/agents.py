@@ -13,7 +13,15 @@ from api.deps import Admin, AppDep, ByDep, ContainerDep, Operator
 from api.errors import idempotency_mismatch
 from api.openapi import problems
 from api.presenters import agent_row_body
-from api.schemas import AgentCreate, AgentListOut, AgentOut, Body, IdempotencyKey, Name
+from api.schemas import (
+    AgentCreate,
+    AgentListOut,
+    AgentOut,
+    Body,
+    IdempotencyKey,
+    LeaseCap,
+    Name,
+)
 from domain.agent import Agent, hash_token
 from domain.application import StateOwner
 from domain.errors import AlreadyExists
@@ -32,6 +40,7 @@ def _agent_body(agent: Agent, token: str | None, position: int) -> dict[str, Any
         "disabled": agent.disabled,
         "token": token,
         "position": position,
+        "max_concurrent_leases": agent.max_concurrent_leases,
     }
 
 
@@ -51,13 +60,15 @@ def create_agent(
     """Register an identity. Its token is in this answer and nowhere else, ever."""
     token = new_token(Agent.create_id(body.name))
     key_digest = hashlib.sha256((idempotency_key or "").encode()).hexdigest()
-    body_digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    # exclude_none: a request without the newer optional fields digests as it always did.
+    body_digest = hashlib.sha256(body.model_dump_json(exclude_none=True).encode()).hexdigest()
     registration = Registration(
         body.name,
         body.role,
         tuple(body.stages),
         hash_token(token),
         f"{key_digest}:{body_digest}" if idempotency_key else "",
+        body.max_concurrent_leases,
     )
     try:
         agent, position = app.register_agent(registration, by)
@@ -112,6 +123,20 @@ def change_stages(
 ) -> dict[str, Any]:
     """Change the stages an agent may claim and work on."""
     agent, position = app.change_stages(name, list(body.stages), by)
+    return _agent_body(agent, None, position)
+
+
+class LimitsPut(Body):
+    max_concurrent_leases: LeaseCap | None
+
+
+@router.put("/{name}/limits", response_model=AgentOut, responses=problems(404, body=True))
+def set_limits(
+    name: Name, body: LimitsPut, principal: Operator, app: AppDep, by: ByDep
+) -> dict[str, Any]:
+    """How many leases the agent may hold at once (null: no cap of its own); claims beyond it
+    wait, then get 204."""
+    agent, position = app.set_agent_limits(name, body.max_concurrent_leases, by)
     return _agent_body(agent, None, position)
 
 

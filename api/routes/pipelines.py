@@ -14,8 +14,10 @@ from api.middleware import NOT_JSON_MEDIA
 from api.openapi import problems
 from api.schemas import Name, PipelineOut
 from domain.pipeline import (
+    EXIT_CRITERIA,
     MAX_ATTEMPTS,
     MAX_BACKOFF_SECONDS,
+    MAX_CONCURRENT,
     MAX_ITEM_BUDGET_USD,
     MAX_TRANSITIONS,
     MAX_VISITS,
@@ -59,6 +61,12 @@ STAGE_SCHEMA = {
             "propertyNames": {"minLength": 1, "not": {"const": "done"}},
             "additionalProperties": {"type": "string"},
         },
+        "max_concurrent": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_CONCURRENT,
+            "description": "the most leases this stage may have out at once",
+        },
     },
 }
 SPEC_SCHEMA = {
@@ -73,6 +81,19 @@ SPEC_SCHEMA = {
             "type": ["number", "null"],
             "exclusiveMinimum": 0,
             "maximum": MAX_ITEM_BUDGET_USD,
+        },
+        "exit_criteria": {
+            "type": ["object", "null"],
+            "description": "the pilot's targets, measured by GET /v1/pipelines/{name}/report",
+            "additionalProperties": False,
+            "properties": {
+                name: {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1 if name.endswith("_rate") else 1e12,
+                }
+                for name in EXIT_CRITERIA
+            },
         },
     },
 }

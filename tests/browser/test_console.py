@@ -23,6 +23,7 @@ PAGES = {
     "Budgets": "Budgets",
     "Agents": "Agents",
     "Pipelines": "Pipelines",
+    "Schedules": "Schedules",
     "Audit": "Audit",
     "Projections": "Projections",
 }

@@ -24,8 +24,9 @@ from tests.helpers import Api
 pytestmark = pytest.mark.integration
 
 STAGES = ["research", "draft", "edit", "publish"]
-# State folded from the same events since release 0.1.0: who holds each lease (issue 8).
-ADDED_SINCE = {"lease_holders"}
+# State folded from the same events since release 0.1.0: who holds each lease (issue 8), an
+# agent's cap on its leases (issue 11).
+ADDED_SINCE = {"lease_holders", "max_concurrent_leases"}
 
 
 @pytest.fixture(scope="module")

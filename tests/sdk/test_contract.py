@@ -29,6 +29,12 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/agents/{name}/rotate"): "rotate_token",
     ("PUT", "/v1/agents/{name}/stages"): "set_agent_stages",
     ("POST", "/v1/agents/{name}/disable"): "disable_agent",
+    ("PUT", "/v1/agents/{name}/limits"): "set_agent_limits",
+    ("PUT", "/v1/schedules/{name}"): "put_schedule",
+    ("GET", "/v1/schedules"): "list_schedules",
+    ("GET", "/v1/schedules/{name}"): "get_schedule",
+    ("DELETE", "/v1/schedules/{name}"): "delete_schedule",
+    ("GET", "/v1/pipelines/{name}/report"): "pipeline_report",
     ("PUT", "/v1/pipelines/{name}"): "put_pipeline",
     ("GET", "/v1/pipelines/{name}"): "get_pipeline",
     ("POST", "/v1/items"): "create_item",
@@ -80,6 +86,8 @@ SAMPLES: dict[str, Any] = {
     "scope": "stage:draft",
     "alert_usd": 1,
     "halt_usd": 2,
+    "max_concurrent_leases": 2,
+    "schedule": {"pipeline": "article", "topic": "t", "title": "x", "every_seconds": 60},
 }
 
 

@@ -23,9 +23,11 @@ from stateowner_client.models import (
     Item,
     OperatorHealth,
     Pipeline,
+    PipelineReport,
     ProjectionStatus,
     Readiness,
     Run,
+    Schedule,
     StageReport,
     Topic,
     decode,
@@ -116,9 +118,15 @@ def _money(value: Money) -> float:
 
 
 def create_agent(
-    name: str, role: str, stages: Sequence[str], idempotency_key: str | None
+    name: str,
+    role: str,
+    stages: Sequence[str],
+    idempotency_key: str | None,
+    max_concurrent_leases: int | None = None,
 ) -> Call[Agent]:
-    body = {"name": name, "role": role, "stages": list(stages)}
+    body: dict[str, Any] = {"name": name, "role": role, "stages": list(stages)}
+    if max_concurrent_leases is not None:
+        body["max_concurrent_leases"] = max_concurrent_leases
     return Call("POST", "/v1/agents", _one(Agent), json=body, headers=_key(idempotency_key))
 
 
@@ -137,6 +145,35 @@ def set_agent_stages(name: str, stages: Sequence[str]) -> Call[Agent]:
 
 def disable_agent(name: str) -> Call[Agent]:
     return Call("POST", f"/v1/agents/{segment(name)}/disable", _one(Agent))
+
+
+def set_agent_limits(name: str, max_concurrent_leases: int | None) -> Call[Agent]:
+    path = f"/v1/agents/{segment(name)}/limits"
+    return Call("PUT", path, _one(Agent), json={"max_concurrent_leases": max_concurrent_leases})
+
+
+# -- schedules and reports ------------------------------------------------------------------------
+
+
+def put_schedule(name: str, schedule: Mapping[str, Any]) -> Call[Schedule]:
+    return Call("PUT", f"/v1/schedules/{segment(name)}", _one(Schedule), json=dict(schedule))
+
+
+def list_schedules() -> Call[list[Schedule]]:
+    return Call("GET", "/v1/schedules", _each(Schedule, "schedules"))
+
+
+def get_schedule(name: str) -> Call[Schedule]:
+    return Call("GET", f"/v1/schedules/{segment(name)}", _one(Schedule))
+
+
+def delete_schedule(name: str) -> Call[None]:
+    return Call("DELETE", f"/v1/schedules/{segment(name)}", lambda response: None)
+
+
+def pipeline_report(name: str, days: int) -> Call[PipelineReport]:
+    path = f"/v1/pipelines/{segment(name)}/report"
+    return Call("GET", path, _one(PipelineReport), params={"days": days})
 
 
 # -- pipelines ------------------------------------------------------------------------------------

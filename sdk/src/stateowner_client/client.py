@@ -37,9 +37,11 @@ from stateowner_client.models import (
     Item,
     OperatorHealth,
     Pipeline,
+    PipelineReport,
     ProjectionStatus,
     Readiness,
     Run,
+    Schedule,
     StageReport,
     Topic,
 )
@@ -153,9 +155,12 @@ class Client:
         stages: Sequence[str] = (),
         *,
         idempotency_key: str | None = None,
+        max_concurrent_leases: int | None = None,
     ) -> Agent:
         """Register an identity (admin). The answer's `token` is shown this once."""
-        return self._send(calls.create_agent(name, role, stages, idempotency_key))
+        return self._send(
+            calls.create_agent(name, role, stages, idempotency_key, max_concurrent_leases)
+        )
 
     def list_agents(self) -> list[Agent]:
         return self._send(calls.list_agents())
@@ -169,6 +174,29 @@ class Client:
 
     def disable_agent(self, name: str) -> Agent:
         return self._send(calls.disable_agent(name))
+
+    def set_agent_limits(self, name: str, max_concurrent_leases: int | None) -> Agent:
+        """Cap the leases the agent may hold at once (None: no cap); operator."""
+        return self._send(calls.set_agent_limits(name, max_concurrent_leases))
+
+    # -- schedules and reports ------------------------------------------------------------------
+
+    def put_schedule(self, name: str, schedule: Mapping[str, Any]) -> Schedule:
+        """`{pipeline, topic, title, cron | every_seconds, timezone, input, enabled, catch_up}`."""
+        return self._send(calls.put_schedule(name, schedule))
+
+    def list_schedules(self) -> list[Schedule]:
+        return self._send(calls.list_schedules())
+
+    def get_schedule(self, name: str) -> Schedule:
+        return self._send(calls.get_schedule(name))
+
+    def delete_schedule(self, name: str) -> None:
+        self._send(calls.delete_schedule(name))
+
+    def pipeline_report(self, name: str, *, days: int = 7) -> PipelineReport:
+        """The pipeline's last `days` days against its exit criteria."""
+        return self._send(calls.pipeline_report(name, days))
 
     # -- pipelines ------------------------------------------------------------------------------
 
@@ -499,8 +527,11 @@ class AsyncClient:
         stages: Sequence[str] = (),
         *,
         idempotency_key: str | None = None,
+        max_concurrent_leases: int | None = None,
     ) -> Agent:
-        return await self._send(calls.create_agent(name, role, stages, idempotency_key))
+        return await self._send(
+            calls.create_agent(name, role, stages, idempotency_key, max_concurrent_leases)
+        )
 
     async def list_agents(self) -> list[Agent]:
         return await self._send(calls.list_agents())
@@ -513,6 +544,26 @@ class AsyncClient:
 
     async def disable_agent(self, name: str) -> Agent:
         return await self._send(calls.disable_agent(name))
+
+    async def set_agent_limits(self, name: str, max_concurrent_leases: int | None) -> Agent:
+        return await self._send(calls.set_agent_limits(name, max_concurrent_leases))
+
+    # -- schedules and reports ------------------------------------------------------------------
+
+    async def put_schedule(self, name: str, schedule: Mapping[str, Any]) -> Schedule:
+        return await self._send(calls.put_schedule(name, schedule))
+
+    async def list_schedules(self) -> list[Schedule]:
+        return await self._send(calls.list_schedules())
+
+    async def get_schedule(self, name: str) -> Schedule:
+        return await self._send(calls.get_schedule(name))
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._send(calls.delete_schedule(name))
+
+    async def pipeline_report(self, name: str, *, days: int = 7) -> PipelineReport:
+        return await self._send(calls.pipeline_report(name, days))
 
     # -- pipelines ------------------------------------------------------------------------------
 

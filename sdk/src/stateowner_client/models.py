@@ -152,6 +152,7 @@ class Agent:
     stages: list[str] = field(default_factory=list)
     disabled: bool = False
     token: str | None = None
+    max_concurrent_leases: int | None = None
     claims: int = 0
     completions: int = 0
     failures: int = 0
@@ -195,6 +196,51 @@ class Budget:
     alerts: int = 0
     halts: int = 0
     position: int | None = None
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A timetable that creates one item per tick (`cron` or `every_seconds`)."""
+
+    name: str
+    pipeline: str = ""
+    topic: str = ""
+    title: str = ""
+    cron: str | None = None
+    every_seconds: int | None = None
+    timezone: str = "UTC"
+    input: JsonObject = field(default_factory=dict)
+    enabled: bool = True
+    catch_up: str = "skip"
+    next_tick: datetime | None = None
+    last_tick: datetime | None = None
+    last_item_id: str | None = None
+    fired: int = 0
+    skipped: int = 0
+    missed: int = 0
+    position: int | None = None
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    """A pipeline's last days measured: the raw answer has every figure (`stages`,
+    `end_to_end`, `criteria`, …); the headline ones are fields."""
+
+    pipeline: str
+    days: int = 0
+    items: int = 0
+    done: int = 0
+    parked: int = 0
+    halted: int = 0
+    cancelled: int = 0
+    success_rate: float | None = None
+    cost_per_item_usd: float | None = None
+    incidents: int = 0
+    end_to_end: JsonObject = field(default_factory=dict)
+    stages: JsonObject = field(default_factory=dict)
+    criteria: list[JsonObject] = field(default_factory=list)
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 
