@@ -287,6 +287,20 @@ class OperatorCommandOut(BaseModel):
     item: ItemOut
 
 
+class RewindRequest(Body):
+    stage: Name
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class ForkRequest(Body):
+    stage: Name
+    pipeline_version: Annotated[int | None, WholeNumber, Field(ge=1, le=2**31 - 1)] = None
+
+
+class ForkedItemOut(ItemOut):
+    forked_from: str
+
+
 # -- problems ------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ PIPELINE_NAMESPACE = uuid.UUID("6f1c1b2e-3f57-4a55-9a0e-5a1f3e1f7a01")
 DONE_OUTCOME = "done"
 
 STAGE_KEYS = {"name", "max_attempts", "lease_seconds", "retry_backoff_seconds", "on"}
+STAGE_KEYS |= {"on_park"}  # a fallback: the stage made ready when the guards park this one
 SPEC_KEYS = {"stages", "max_visits_per_stage", "max_transitions", "item_budget_usd"}
 
 
@@ -29,6 +30,7 @@ class StageSpec:
     lease_seconds: float = 300.0
     retry_backoff_seconds: float = 2.0
     on: Mapping[str, str] = field(default_factory=dict)
+    on_park: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class PipelineSpec:
                     "lease_seconds": s.lease_seconds,
                     "retry_backoff_seconds": s.retry_backoff_seconds,
                     "on": dict(s.on),
+                    # Only when set, so specs stored before fallbacks existed read back the same.
+                    **({"on_park": s.on_park} if s.on_park is not None else {}),
                 }
                 for s in self.stages
             ],
@@ -125,6 +129,9 @@ def _stage(raw: Any, index: int) -> StageSpec:
         raise InvalidPipelineSpec(f"{where}.on must map outcome names to stage names")
     if DONE_OUTCOME in on:
         raise InvalidPipelineSpec(f"{where}.on must not redefine the {DONE_OUTCOME!r} outcome")
+    on_park = raw.get("on_park")
+    if on_park is not None and (not isinstance(on_park, str) or on_park == name):
+        raise InvalidPipelineSpec(f"{where}.on_park must name another stage, got {on_park!r}")
     return StageSpec(
         name=name,
         max_attempts=_positive_number(
@@ -141,6 +148,7 @@ def _stage(raw: Any, index: int) -> StageSpec:
             high=MAX_BACKOFF_SECONDS,
         ),
         on=dict(on),
+        on_park=on_park,
     )
 
 
@@ -165,6 +173,10 @@ def parse_spec(raw: Any) -> PipelineSpec:
                 raise InvalidPipelineSpec(
                     f"stage {stage.name!r} routes outcome {outcome!r} to unknown stage {target!r}"
                 )
+        if stage.on_park is not None and stage.on_park not in names:
+            raise InvalidPipelineSpec(
+                f"stage {stage.name!r} falls back (on_park) to unknown stage {stage.on_park!r}"
+            )
     budget = raw.get("item_budget_usd")
     return PipelineSpec(
         stages=stages,

@@ -59,6 +59,10 @@ STAGE_SCHEMA = {
             "propertyNames": {"minLength": 1, "not": {"const": "done"}},
             "additionalProperties": {"type": "string"},
         },
+        "on_park": {
+            "type": "string",
+            "description": "a fallback: the stage made ready when the guards park this one",
+        },
     },
 }
 SPEC_SCHEMA = {

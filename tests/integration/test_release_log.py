@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 STAGES = ["research", "draft", "edit", "publish"]
 # State folded from the same events since release 0.1.0: who holds each lease (issue 8).
-ADDED_SINCE = {"lease_holders"}
+ADDED_SINCE = {"lease_holders", "forked_from"}
 
 
 @pytest.fixture(scope="module")
