@@ -28,6 +28,7 @@ from api.routes import (
     pipelines,
     stream,
     topics,
+    webhooks,
     work,
 )
 from api.settings import Settings
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     install_error_handlers(app)
     for module in (agents, pipelines, items, work, topics, budgets, audit, log, stream, health):
         app.include_router(module.router)
+    app.include_router(webhooks.router)
     install_console(app)
     install_openapi(app)
     limits = DoorLimits(

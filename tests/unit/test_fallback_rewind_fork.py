@@ -125,7 +125,7 @@ def test_rewind_is_refused_for_unknown_or_unreached_stages_and_busy_items() -> N
     """An unknown stage names the field; an unreached stage, a claimed or a cancelled item is a
     state conflict; the loop guard still counts."""
     item = _start()
-    with pytest.raises(UnknownStage, match="stage: .* no stage 'nope'"):
+    with pytest.raises(UnknownStage, match=r"stage: .* no stage 'nope'"):
         item.rewind("nope", "x", OPS)
     with pytest.raises(StateConflict, match="never reached stage 'ship'"):
         item.rewind("ship", "x", OPS)
