@@ -242,8 +242,11 @@ def next_stage(spec: PipelineSpec, stage: str, outcome: str | None) -> str | Non
             raise InvalidPipelineSpec(f"stage {stage!r} has no route for outcome {outcome!r}")
         return current.on[outcome]
     names = spec.stage_names
-    index = names.index(stage)
-    return names[index + 1] if index + 1 < len(names) else None
+    # A stage named as a fallback runs in a parked stage's place (or where an `on` route
+    # sends the item), never by coming next in the list.
+    fallbacks = {s.on_park for s in spec.stages if s.on_park is not None}
+    following = [name for name in names[names.index(stage) + 1 :] if name not in fallbacks]
+    return following[0] if following else None
 
 
 def known_outcomes(spec: PipelineSpec, stage: str) -> list[str]:

@@ -90,6 +90,15 @@ def test_a_park_records_itself_and_makes_the_fallback_stage_ready() -> None:
     assert item.visits == {"draft": 1, "human-review": 1}
 
 
+def test_a_fallback_stage_is_never_next_in_the_list() -> None:
+    """Completing ship (before human-review in the list) completes the item; human-review is
+    reached only in a park's place."""
+    item = _start()
+    for _ in ("draft", "review", "ship"):
+        _run(item)
+    assert (item.status, item.path) == (Status.DONE, ["draft", "review", "ship"])
+
+
 def test_a_stage_without_a_fallback_stays_parked() -> None:
     """Without on_park, a park is where the item stops."""
     item = _start(parse_spec({"stages": [{"name": "draft", "max_attempts": 1}]}))
@@ -103,7 +112,7 @@ def test_a_stage_without_a_fallback_stays_parked() -> None:
 def test_rewinding_a_done_item_makes_an_earlier_stage_ready_as_a_new_visit() -> None:
     """A done item rewound to draft: ItemRewound, then draft ready on its second visit."""
     item = _start()
-    for _ in SPEC.stage_names:
+    for _ in ("draft", "review", "ship"):
         _run(item)
     assert item.status == Status.DONE
     item.collect_events()
@@ -113,12 +122,12 @@ def test_rewinding_a_done_item_makes_an_earlier_stage_ready_as_a_new_visit() -> 
     assert (rewound.stage, rewound.reason, rewound.from_stage, rewound.from_status) == (
         "draft",
         "the facts changed",
-        "human-review",
+        "ship",
         "done",
     )
     assert isinstance(ready, Item.StageReady)
     assert (ready.stage, ready.visit, ready.attempt, ready.reason) == ("draft", 2, 1, "rewound")
-    assert (item.status, item.stage, item.transitions) == (Status.READY, "draft", 4)
+    assert (item.status, item.stage, item.transitions) == (Status.READY, "draft", 3)
 
 
 def test_rewind_is_refused_for_unknown_or_unreached_stages_and_busy_items() -> None:
