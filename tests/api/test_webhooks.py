@@ -223,3 +223,26 @@ def test_bad_webhooks_are_refused_naming_the_field(admin: httpx.Client) -> None:
     put_webhook(admin, "brief", "https://example.invalid/hook", ["FollowerStalled"])
     assert admin.delete("/v1/webhooks/brief").status_code == 204
     assert admin.delete("/v1/webhooks/brief").status_code == 404
+
+
+def test_the_sdk_manages_webhooks_and_reads_their_deliveries(
+    live: LiveService, receiver: WebhookReceiver
+) -> None:
+    """put, get, list, deliveries, delete through stateowner_client, as an operator's script
+    would; a missing webhook is the NotFound the code names."""
+    from stateowner_client import Client, NotFound
+    from tests.conftest import ADMIN_TOKEN
+
+    with Client(live.base, token=ADMIN_TOKEN) as ops:
+        hook = ops.put_webhook("sdk", receiver.endpoint("/sdk"), ["ItemCreated"], SECRET)
+        assert (hook.name, hook.events, hook.deliveries.pending) == ("sdk", ["ItemCreated"], 0)
+        assert "sdk" in [h.name for h in ops.list_webhooks()]
+        item = ops.create_item("fragile", "t", "from the sdk", {})
+        (delivery,) = wait_until(
+            lambda: [d for d in ops.webhook_deliveries("sdk") if d.status == "delivered"],
+            "delivered",
+        )
+        assert (delivery.event_type, delivery.item_id) == ("ItemCreated", item.id)
+        ops.delete_webhook("sdk")
+        with pytest.raises(NotFound):
+            ops.get_webhook("sdk")

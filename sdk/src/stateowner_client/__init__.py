@@ -30,6 +30,8 @@ from stateowner_client.models import (
     AuditEntry,
     Budget,
     Claim,
+    Delivery,
+    DeliveryCounts,
     Event,
     EventPage,
     Health,
@@ -44,6 +46,7 @@ from stateowner_client.models import (
     StageReport,
     Tokens,
     Topic,
+    Webhook,
 )
 from stateowner_client.trace import ToolCall, Trace
 from stateowner_client.worker import Job, NonRetryable, Result, Worker, WorkerStats
@@ -58,6 +61,8 @@ __all__ = [
     "Claim",
     "Client",
     "Conflict",
+    "Delivery",
+    "DeliveryCounts",
     "Event",
     "EventPage",
     "Forbidden",
@@ -93,6 +98,7 @@ __all__ = [
     "Unavailable",
     "ValidationError",
     "VersionConflict",
+    "Webhook",
     "Worker",
     "WorkerStats",
     "__version__",
