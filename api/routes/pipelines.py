@@ -60,7 +60,7 @@ STAGE_SCHEMA = {
             "additionalProperties": {"type": "string"},
         },
         "on_park": {
-            "type": "string",
+            "type": ["string", "null"],
             "description": "a fallback: the stage made ready when the guards park this one",
         },
     },

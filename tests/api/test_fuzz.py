@@ -87,8 +87,8 @@ def _coherent(path: str, body: Any) -> bool:
             if isinstance(stage.get("on"), dict)
             for target in stage["on"].values()
         ]
-        routes += [stage["on_park"] for stage in stages if "on_park" in stage]
-        if any(stage.get("on_park") == stage.get("name") for stage in stages):
+        routes += [stage["on_park"] for stage in stages if stage.get("on_park") is not None]
+        if any(stage.get("on_park") in (stage.get("name"), "") for stage in stages):
             return False
         return len(set(map(str, names))) == len(names) and all(t in names for t in routes)
     return True
