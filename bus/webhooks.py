@@ -142,7 +142,7 @@ class WebhookSender(Background):
             # The exception's class says what happened; its text may repeat the URL, which
             # may carry credentials, so it is not kept.
             error = f"{type(failure).__name__}: the endpoint could not be reached in time"
-        except ValueError as failure:  # an URL httpx cannot use
+        except Exception as failure:  # an URL httpx cannot use, say: still a failed try
             error = f"{type(failure).__name__}: the URL cannot be posted to"
         attempt = delivery.attempts + 1
         retry_in = self.retries.delay(attempt)

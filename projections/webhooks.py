@@ -46,7 +46,11 @@ def _event_classes(base: type) -> list[type]:
 def event_types() -> frozenset[str]:
     """Every event type a webhook may ask for: each aggregate's events (declared inside it),
     and the service's own incidents."""
-    logged = {cls.__name__ for cls in _event_classes(Recorded) if "." in cls.__qualname__}
+    logged = {
+        cls.__name__
+        for cls in _event_classes(Recorded)
+        if "." in cls.__qualname__ and "<locals>" not in cls.__qualname__
+    }
     return frozenset(logged) | INCIDENT_TYPES
 
 
