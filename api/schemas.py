@@ -294,7 +294,7 @@ class RewindRequest(Body):
 
 class ForkRequest(Body):
     stage: Name
-    pipeline_version: Annotated[int, WholeNumber, Field(ge=1, le=2**31 - 1)] | None = None
+    pipeline_version: Annotated[int | None, WholeNumber] = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class ForkedItemOut(ItemOut):
