@@ -30,6 +30,7 @@ from api.routes import (
     schedules,
     stream,
     topics,
+    webhooks,
     work,
 )
 from api.settings import Settings
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     routers = (agents, pipelines, items, work, topics, budgets, audit, log, stream, health)
     for module in (*routers, schedules, reports):
         app.include_router(module.router)
+    app.include_router(webhooks.router)
     install_console(app)
     install_openapi(app)
     limits = DoorLimits(

@@ -28,6 +28,7 @@ from bus.governor import Governor
 from bus.scheduler import Scheduler
 from bus.sweeper import LeaseSweeper
 from bus.traces import TraceExport, traces_url
+from bus.webhooks import FollowerWatchdog, Retries, WebhookSender
 from domain.agent import Agent
 from domain.application import StateOwner, utc_now
 from domain.pipeline import SpecLimits
@@ -38,6 +39,7 @@ from projections.maintenance import VIEWS
 from projections.poison import DeadLetters
 from projections.queries import EVENTS_TABLE, Queries
 from projections.ready import ReadySignal, RecentClaims
+from projections.webhooks import WebhookOutbox, Webhooks
 from store.database import Database, resolve
 from store.log_recorder import AGENTS_CHANNEL
 
@@ -67,6 +69,8 @@ class Container:
     bus: Bus
     sweeper: LeaseSweeper
     scheduler: Scheduler
+    outbox: WebhookOutbox
+    webhooks: Webhooks
 
     def __init__(
         self,
@@ -80,6 +84,8 @@ class Container:
         self.recent_claims = RecentClaims()
         self.followers: list[Follower] = []
         self.traces: TraceExport | None = None
+        self.sender: WebhookSender | None = None
+        self.watchdog: FollowerWatchdog | None = None
         self.started = False
 
     def start(
@@ -97,6 +103,8 @@ class Container:
             if self.settings.otlp_endpoint and self.traces is None:
                 self.traces = self._trace_export(self.settings.otlp_endpoint)
                 self.followers.append(self._follower(self.traces))
+            if self.sender is None:
+                self._start_webhooks()
         for follower in self.followers:
             if not follower.started:
                 follower.start()
@@ -179,7 +187,42 @@ class Container:
         self.scheduler = Scheduler(
             self.app, self.queries, self.database.conninfo, settings.schedule_grace_seconds
         )
+        self.outbox = WebhookOutbox(self.datastore)
+        self.outbox.create_table()
+        self.webhooks = Webhooks(self.pool)
         self.started = True
+
+    def _start_webhooks(self) -> None:
+        """The outbox follower (beside the bus: one active instance), the senders that post
+        its deliveries, and the watchdog that raises FollowerStalled."""
+        settings = self.settings
+        self.sender = WebhookSender(
+            self.webhooks,
+            Retries(
+                settings.webhook_max_attempts,
+                settings.webhook_backoff_seconds,
+                settings.webhook_max_backoff_seconds,
+            ),
+            settings.webhook_timeout_seconds,
+            settings.webhook_workers,
+            on_sent=lambda name, result: self.metrics.webhook_deliveries.labels(name, result).inc(),
+        )
+        self.outbox.on_written = self.sender.wake
+        self.followers.append(self._follower(self.outbox))
+        self.watchdog = FollowerWatchdog(
+            lambda: list(self.followers),
+            self.app.position,
+            self.webhooks,
+            settings.follower_stall_seconds,
+            on_raised=self._stalled,
+        )
+        self.sender.start()
+        self.watchdog.start()
+
+    def _stalled(self) -> None:
+        self.metrics.followers_stalled.inc()
+        if self.sender is not None:
+            self.sender.wake()
 
     def _trace_export(self, endpoint: str) -> TraceExport:
         # Imported here: only a process that exports traces loads the exporter and its HTTP stack.
@@ -192,12 +235,14 @@ class Container:
         traces.create_table()
         return traces
 
-    def _follower(self, handler: ViewGroup | Bus | TraceExport) -> Follower:
+    def _follower(self, handler: ViewGroup | Bus | TraceExport | WebhookOutbox) -> Follower:
         log = LogSource(self.app.recorder, self.app.mapper, self.database.conninfo, EVENTS_CHANNEL)
         if isinstance(handler, ViewGroup):
             gather = self.settings.projections_gather_ms / 1000
         elif isinstance(handler, Bus) and self.settings.decide_at_once:
             gather = BUS_GATHER_SECONDS  # a backstop: it need not race a hand-off
+        elif isinstance(handler, WebhookOutbox):
+            gather = BUS_GATHER_SECONDS  # incidents need not race a hand-off either
         else:
             gather = 0.0
         # The bus and the exporter act outside their own tables: one active instance each. A
@@ -238,6 +283,9 @@ class Container:
             follower.request_stop()
         if self.traces is not None:
             self.traces.close()
+        for worker in (self.sender, self.watchdog):
+            if worker is not None:
+                worker.request_stop()
         self.ready.request_stop()
         self.known_agents.request_stop()
         self.sweeper.request_stop()
@@ -251,6 +299,9 @@ class Container:
         self.known_agents.stop()
         self.sweeper.stop()
         self.scheduler.stop()
+        for worker in (self.sender, self.watchdog):
+            if worker is not None:
+                worker.stop()
         self.pool.close()
         self.ops_queries.pool.close()
         self.datastore.close()

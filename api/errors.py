@@ -143,6 +143,11 @@ def _extra(error: errors.DomainError) -> dict[str, Any]:
             "halt_usd": float(error.halt_usd),
             "window": error.window,
         }
+    field = getattr(error, "field", None)
+    if isinstance(error, errors.InvalidCommand) and field:
+        return {
+            "errors": [{"location": f"body.{field}", "message": str(error), "type": "value_error"}]
+        }
     return {}
 
 

@@ -26,6 +26,17 @@ class Metrics:
             ["stage", "result"],
             registry=self.registry,
         )
+        self.webhook_deliveries = Counter(
+            "stateowner_webhook_deliveries_total",
+            "Webhook delivery attempts by result: delivered, failed (tried again), dead",
+            ["webhook", "result"],
+            registry=self.registry,
+        )
+        self.followers_stalled = Counter(
+            "stateowner_followers_stalled_total",
+            "FollowerStalled incidents raised",
+            registry=self.registry,
+        )
         self.follower_position = Gauge(
             "stateowner_follower_position",
             "Log position a follower reached",

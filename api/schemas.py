@@ -297,6 +297,20 @@ class OperatorCommandOut(BaseModel):
     item: ItemOut
 
 
+class RewindRequest(Body):
+    stage: Name
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class ForkRequest(Body):
+    stage: Name
+    pipeline_version: Annotated[int | None, WholeNumber] = Field(default=None, ge=1, le=2**31 - 1)
+
+
+class ForkedItemOut(ItemOut):
+    forked_from: str
+
+
 # -- problems ------------------------------------------------------------------------------------
 
 

@@ -107,3 +107,21 @@ class Settings(BaseSettings):
     otlp_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="how long one export to the collector may take"
     )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="tries of a webhook delivery before it is dead"
+    )
+    webhook_backoff_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="wait after a delivery's first failure (doubling)"
+    )
+    webhook_max_backoff_seconds: float = Field(
+        default=600.0, gt=0, le=86400, description="the longest wait between a delivery's tries"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="how long one post to a webhook may take"
+    )
+    webhook_workers: int = Field(
+        default=16, ge=1, le=1000, description="webhooks posted to at once (one worker each)"
+    )
+    follower_stall_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="a follower behind the log that long is stalled"
+    )

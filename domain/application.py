@@ -417,6 +417,41 @@ class StateOwner(Application[uuid.UUID]):
     def retry_item(self, item_id: uuid.UUID, by: By) -> tuple[Item, int]:
         return self._change(lambda: self.item(item_id), lambda item: item.retry(by))
 
+    def rewind_item(self, item_id: uuid.UUID, stage: str, reason: str, by: By) -> tuple[Item, int]:
+        return self._change(lambda: self.item(item_id), lambda item: item.rewind(stage, reason, by))
+
+    def fork_item(
+        self,
+        source_id: uuid.UUID,
+        stage: str,
+        by: By,
+        *,
+        pipeline_version: int | None = None,
+        item_id: uuid.UUID | None = None,
+        fingerprint: str = "",
+    ) -> tuple[Item, int]:
+        """A new item from `source_id`'s `stage` on, on the pipeline's latest version (or the
+        one given), carrying the outputs of the stages before it."""
+        source = self.item(source_id)
+        pipeline = self.pipeline(source.pipeline)
+        if pipeline_version is not None and pipeline_version != pipeline.version:
+            if not 1 <= pipeline_version <= pipeline.version:
+                raise NotFound(
+                    f"pipeline_version: pipeline {source.pipeline!r} has no version "
+                    f"{pipeline_version}; its latest is {pipeline.version}"
+                )
+            pipeline = self.pipeline(source.pipeline, version=pipeline_version)
+        item = Item.fork(
+            item_id or uuid.uuid4(),
+            source,
+            stage,
+            pipeline_version=pipeline.version,
+            spec=pipeline.parsed,
+            fingerprint=fingerprint,
+            by=by,
+        )
+        return self._create(item, f"item {item.id} exists already")
+
     def cancel_item(self, item_id: uuid.UUID, by: By) -> tuple[Item, int]:
         return self._change(lambda: self.item(item_id), lambda item: item.cancel(by))
 
@@ -428,12 +463,15 @@ class StateOwner(Application[uuid.UUID]):
     def item_as_reported(self, item_id: uuid.UUID, version: int) -> Item:
         """The item as the report at `version` left it: with the decision appended with it, if
         any (what a repeat of that report is answered with)."""
-        following = list(self.events.get(item_id, gt=version, lte=version + 1))
-        answer = following[0] if following else None
-        decided = isinstance(answer, Recorded) and answer.caused_by == trigger_name(
-            item_id, version
-        )
-        return self.item(item_id, version=version + 1 if decided else version)
+        # A decision may be more than one event: a park and the fallback that runs instead.
+        following = list(self.events.get(item_id, gt=version, lte=version + 2))
+        cause = trigger_name(item_id, version)
+        decided = 0
+        for answer in following:
+            if not (isinstance(answer, Recorded) and answer.caused_by == cause):
+                break
+            decided += 1
+        return self.item(item_id, version=version + decided)
 
     def _decide_now(self, item: Item, now: datetime) -> None:
         """Append the decision a lease's end calls for together with that end, when the item and

@@ -25,6 +25,12 @@ class InvalidCommand(DomainError):
     """A command's arguments make no sense for the aggregate (an unknown outcome, say)."""
 
 
+class UnknownStage(InvalidCommand):
+    """A command named a stage the item's pipeline (version) does not have."""
+
+    field = "stage"
+
+
 class StateConflict(DomainError):
     """The aggregate is not in a state that allows the command."""
 

@@ -106,6 +106,21 @@ def after_failure(
     )
 
 
+def fallback(
+    spec: PipelineSpec,
+    stage: str,
+    visits: Mapping[str, int],
+    transitions: int,
+    path: list[str],
+) -> Advance | None:
+    """What runs in a parked stage's place: its `on_park` stage, made ready — unless it has
+    none, or the loop guard would refuse that move too (then the item stays parked)."""
+    target = spec.stage(stage).on_park
+    if target is None or loop_guard(spec, target, visits, transitions, path) is not None:
+        return None
+    return Advance(target, "fallback")
+
+
 def after_revocation(stage: str) -> Advance:
     """A revoked lease was no failure of the work: the stage is ready again at once, for an
     agent still allowed to do it, whatever attempts remain."""

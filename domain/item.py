@@ -21,6 +21,7 @@ from domain.errors import (
     RepeatedCompletion,
     ReportMismatch,
     StateConflict,
+    UnknownStage,
 )
 from domain.pipeline import PipelineSpec, known_outcomes, parse_spec
 from domain.recorded import Recorded, RecordedAggregate
@@ -190,6 +191,7 @@ class Item(RecordedAggregate):
         path: list[str]
         resume_stage: str | None
         resume_reason: str
+        forked_from: str | None
 
     # -- events: each applies one fact to the state ------------------------------------------
 
@@ -229,6 +231,31 @@ class Item(RecordedAggregate):
             item.path = []
             item.resume_stage = None
             item.resume_reason = ""
+            item.forked_from = None
+
+    class ItemForked(Recorded):
+        """The item began as a copy of another, from a stage on: what that one's earlier stages
+        produced is this one's too."""
+
+        forked_from: str
+        from_version: int
+        stage: str
+        outputs: dict[str, Any]
+
+        def apply(self, item: Item) -> None:
+            item.forked_from = self.forked_from
+            item.outputs = dict(self.outputs)
+
+    class ItemRewound(Recorded):
+        """An operator sent the item back to a stage it had reached: that stage runs again."""
+
+        stage: str
+        reason: str
+        from_stage: str
+        from_status: str
+
+        def apply(self, item: Item) -> None:
+            pass  # the StageReady recorded with it moves the item
 
     class StageReady(Recorded):
         stage: str
@@ -346,6 +373,50 @@ class Item(RecordedAggregate):
             fingerprint=new.fingerprint,
         )
         item._ready(spec.first_stage, visit=1, attempt=1, reason="created", by=by)
+        return item
+
+    @classmethod
+    def fork(
+        cls,
+        item_id: uuid.UUID,
+        source: Item,
+        stage: str,
+        *,
+        pipeline_version: int,
+        spec: PipelineSpec,
+        fingerprint: str,
+        by: By,
+    ) -> Item:
+        """A new item on `spec`, ready at `stage`, with the outputs the source's stages before
+        it produced (as `spec` orders its stages)."""
+        names = spec.stage_names
+        if stage not in names:
+            raise UnknownStage(
+                f"stage: pipeline {source.pipeline!r} version {pipeline_version} has no stage "
+                f"{stage!r}; it has {', '.join(names)}"
+            )
+        earlier = names[: names.index(stage)]
+        item = cls._begin(
+            cls.ItemCreated,
+            item_id,
+            by,
+            pipeline=source.pipeline,
+            pipeline_version=pipeline_version,
+            spec=spec.to_dict(),
+            topic=source.topic,
+            title=source.title,
+            input=source.input,
+            fingerprint=fingerprint,
+        )
+        item._record(
+            Item.ItemForked,
+            by,
+            forked_from=str(source.id),
+            from_version=source.version,
+            stage=stage,
+            outputs={name: source.outputs[name] for name in earlier if name in source.outputs},
+        )
+        item._ready(stage, visit=1, attempt=1, reason="forked", by=by)
         return item
 
     @property
@@ -507,6 +578,11 @@ class Item(RecordedAggregate):
             self._record(
                 Item.ItemParked, by, stage=self.stage, reason=step.reason, detail=step.detail
             )
+            instead = guards.fallback(
+                self.parsed_spec, self.stage, self.visits, self.transitions, self.path
+            )
+            if instead is not None:
+                self._advance(instead.stage, instead.reason, by, retry=False)
         else:
             self._advance(
                 step.stage,
@@ -534,6 +610,32 @@ class Item(RecordedAggregate):
             self._record(Item.ItemCompleted, by)
         else:
             self._advance(stage, "manual", by, retry=retry)
+
+    def rewind(self, stage: str, reason: str, by: By) -> None:
+        """Make a stage the item reached before ready again — a done item too. It is a new
+        visit and a transition, so the loop guard still counts it."""
+        spec = self.parsed_spec
+        if stage not in spec.stage_names:
+            raise UnknownStage(
+                f"stage: pipeline {self.pipeline!r} version {self.pipeline_version} has no stage "
+                f"{stage!r}; it has {', '.join(spec.stage_names)}"
+            )
+        if self.status in (Status.CLAIMED, Status.ADVANCING, Status.CANCELLED):
+            raise StateConflict(f"item is {self.status}: it cannot be rewound now")
+        if stage not in self.visits:
+            raise StateConflict(f"item never reached stage {stage!r}: there is nothing to rewind")
+        refused = guards.loop_guard(spec, stage, self.visits, self.transitions, self.path)
+        if refused is not None:
+            raise StateConflict(f"the loop guard refuses the rewind: {refused.detail}")
+        self._record(
+            Item.ItemRewound,
+            by,
+            stage=stage,
+            reason=reason,
+            from_stage=self.stage,
+            from_status=self.status,
+        )
+        self._advance(stage, "rewound", by, retry=False)
 
     def cancel(self, by: By) -> None:
         if self.is_final:

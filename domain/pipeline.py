@@ -19,6 +19,7 @@ PIPELINE_NAMESPACE = uuid.UUID("6f1c1b2e-3f57-4a55-9a0e-5a1f3e1f7a01")
 DONE_OUTCOME = "done"
 
 STAGE_KEYS = {"name", "max_attempts", "lease_seconds", "retry_backoff_seconds", "on"}
+STAGE_KEYS |= {"on_park"}  # a fallback: the stage made ready when the guards park this one
 SPEC_KEYS = {"stages", "max_visits_per_stage", "max_transitions", "item_budget_usd"}
 # Containment and exit criteria (issue 11): optional, and left out of a spec that has none, so
 # specs stored before them read back the same.
@@ -43,6 +44,7 @@ class StageSpec:
     retry_backoff_seconds: float = 2.0
     on: Mapping[str, str] = field(default_factory=dict)
     max_concurrent: int | None = None
+    on_park: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class PipelineSpec:
                     "retry_backoff_seconds": s.retry_backoff_seconds,
                     "on": dict(s.on),
                     **({"max_concurrent": s.max_concurrent} if s.max_concurrent else {}),
+                    # Only when set, so specs stored before fallbacks existed read back the same.
+                    **({"on_park": s.on_park} if s.on_park is not None else {}),
                 }
                 for s in self.stages
             ],
@@ -142,6 +146,9 @@ def _stage(raw: Any, index: int) -> StageSpec:
         raise InvalidPipelineSpec(f"{where}.on must map outcome names to stage names")
     if DONE_OUTCOME in on:
         raise InvalidPipelineSpec(f"{where}.on must not redefine the {DONE_OUTCOME!r} outcome")
+    on_park = raw.get("on_park")
+    if on_park is not None and (not isinstance(on_park, str) or on_park == name):
+        raise InvalidPipelineSpec(f"{where}.on_park must name another stage, got {on_park!r}")
     return StageSpec(
         name=name,
         max_attempts=_positive_number(
@@ -163,6 +170,7 @@ def _stage(raw: Any, index: int) -> StageSpec:
         else _positive_number(
             raw["max_concurrent"], f"{where}.max_concurrent", high=MAX_CONCURRENT, integer=True
         ),
+        on_park=on_park,
     )
 
 
@@ -205,6 +213,10 @@ def parse_spec(raw: Any) -> PipelineSpec:
                 raise InvalidPipelineSpec(
                     f"stage {stage.name!r} routes outcome {outcome!r} to unknown stage {target!r}"
                 )
+        if stage.on_park is not None and stage.on_park not in names:
+            raise InvalidPipelineSpec(
+                f"stage {stage.name!r} falls back (on_park) to unknown stage {stage.on_park!r}"
+            )
     budget = raw.get("item_budget_usd")
     return PipelineSpec(
         stages=stages,
@@ -271,8 +283,11 @@ def next_stage(spec: PipelineSpec, stage: str, outcome: str | None) -> str | Non
             raise InvalidPipelineSpec(f"stage {stage!r} has no route for outcome {outcome!r}")
         return current.on[outcome]
     names = spec.stage_names
-    index = names.index(stage)
-    return names[index + 1] if index + 1 < len(names) else None
+    # A stage named as a fallback runs in a parked stage's place (or where an `on` route
+    # sends the item), never by coming next in the list.
+    fallbacks = {s.on_park for s in spec.stages if s.on_park is not None}
+    following = [name for name in names[names.index(stage) + 1 :] if name not in fallbacks]
+    return following[0] if following else None
 
 
 def known_outcomes(spec: PipelineSpec, stage: str) -> list[str]:

@@ -23,6 +23,7 @@ from projections.base import LOG_NAME
 EVENTS_TABLE = "stateowner_events"
 BUS_TRACKING_TABLE = "stateowner_tracking"
 TRACES_TRACKING_TABLE = "traces_tracking"
+WEBHOOKS_TRACKING_TABLE = "webhooks_tracking"
 
 
 class BadCursor(ValueError):
@@ -544,6 +545,8 @@ class Queries:
             # The trace exporter's table exists once a process has exported; any process shows it.
             if _exists(conn, TRACES_TRACKING_TABLE):
                 positions["traces"] = _tracked(conn, TRACES_TRACKING_TABLE)
+            if _exists(conn, WEBHOOKS_TRACKING_TABLE):
+                positions["webhooks"] = _tracked(conn, WEBHOOKS_TRACKING_TABLE)
             return positions, _log_head(conn)
 
     def view_position(self, view: str) -> int:

@@ -8,6 +8,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.console.incidents import router as incidents_router
 from api.console.routes import router
 from api.console.schedules import router as schedules_router
 from api.console.web import (
@@ -44,6 +45,7 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
 
 
 def install_console(app: FastAPI) -> None:
+    app.include_router(incidents_router)  # first: its item commands before the general ones
     app.include_router(router)
     app.include_router(schedules_router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=HERE / "static"), name="static")

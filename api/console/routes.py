@@ -66,6 +66,8 @@ NOTICES = {
     "budget_saved": "Budget saved.",
     "breaker_reset": "Breaker reset for the rest of today.",
     "disabled": "Agent disabled: its token is refused from now on.",
+    "rewound": "Rewound: the stage is ready again.",
+    "forked": "Forked: this is the new item, ready at its stage.",
 }
 
 

@@ -27,6 +27,8 @@ from api.openapi import problems
 from api.presenters import RUN_RESULTS, event_body, item_from_aggregate, item_from_row, runs_page
 from api.schemas import (
     ITEMS_CURSOR,
+    ForkedItemOut,
+    ForkRequest,
     IdempotencyKey,
     ItemCreate,
     ItemEventsOut,
@@ -35,6 +37,7 @@ from api.schemas import (
     ItemRunsOut,
     Name,
     OperatorCommandOut,
+    RewindRequest,
 )
 from domain.agent import Role
 from domain.application import StateOwner
@@ -286,3 +289,71 @@ def resume_item(
     item_id: str, request: Request, principal: Operator, container: ContainerDep, by: ByDep
 ) -> dict[str, Any]:
     return _operator_command(StateOwner.resume_item, item_id, request, container, by)
+
+
+@router.post(
+    "/{item_id}/rewind", response_model=OperatorCommandOut, responses=problems(404, 409, body=True)
+)
+def rewind_item(
+    item_id: str,
+    body: RewindRequest,
+    request: Request,
+    principal: Operator,
+    container: ContainerDep,
+    by: ByDep,
+) -> dict[str, Any]:
+    """Make a stage the item reached before ready again (a done item too): `ItemRewound`, then
+    the stage's new visit, counted by the loop guard."""
+    return _operator_command(
+        lambda app, uid, by: app.rewind_item(uid, body.stage, body.reason, by),
+        item_id,
+        request,
+        container,
+        by,
+    )
+
+
+@router.post(
+    "/{item_id}/fork",
+    status_code=201,
+    response_model=ForkedItemOut,
+    responses=problems(404, 409, body=True),
+)
+def fork_item(
+    item_id: str,
+    body: ForkRequest,
+    request: Request,
+    response: Response,
+    principal: Operator,
+    container: ContainerDep,
+    by: ByDep,
+    idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
+) -> dict[str, Any]:
+    """Start a new item ready at `stage`, on the pipeline's latest version (or
+    `pipeline_version`), carrying the outputs of the stages before it; `Idempotency-Key`
+    supported."""
+    source = _item_id(request, item_id)
+    canonical = json.dumps(
+        {"fork": str(source), **body.model_dump(mode="json")}, sort_keys=True
+    ).encode()
+    fingerprint = hashlib.sha256(canonical).hexdigest()
+    new_id = None
+    if idempotency_key is not None:
+        new_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.actor}\n{idempotency_key}")
+    try:
+        item, position = container.app.fork_item(
+            source,
+            body.stage,
+            by,
+            pipeline_version=body.pipeline_version,
+            item_id=new_id,
+            fingerprint=fingerprint,
+        )
+    except AlreadyExists:
+        assert new_id is not None
+        item = container.app.item(new_id, version=3)
+        if item.fingerprint != fingerprint or item.forked_from is None:
+            raise idempotency_mismatch() from None
+        position = container.queries.event_position(new_id, 3)
+    response.headers["Location"] = f"/v1/items/{item.id}"
+    return {**item_from_aggregate(item, position), "forked_from": item.forked_from}

@@ -67,6 +67,10 @@ STAGE_SCHEMA = {
             "maximum": MAX_CONCURRENT,
             "description": "the most leases this stage may have out at once",
         },
+        "on_park": {
+            "type": ["string", "null"],
+            "description": "a fallback: the stage made ready when the guards park this one",
+        },
     },
 }
 SPEC_SCHEMA = {

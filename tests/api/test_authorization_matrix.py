@@ -43,6 +43,14 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/items/{item_id}/retry"): OPERATORS,
     ("POST", "/v1/items/{item_id}/cancel"): OPERATORS,
     ("POST", "/v1/items/{item_id}/resume"): OPERATORS,
+    ("POST", "/v1/items/{item_id}/rewind"): OPERATORS,
+    ("POST", "/v1/items/{item_id}/fork"): OPERATORS,
+    ("PUT", "/v1/webhooks/{name}"): OPERATORS,
+    ("GET", "/v1/webhooks"): OPERATORS,
+    ("GET", "/v1/webhooks/{name}"): OPERATORS,
+    ("DELETE", "/v1/webhooks/{name}"): OPERATORS,
+    ("GET", "/v1/webhooks/{name}/deliveries"): OPERATORS,
+    ("POST", "/v1/webhooks/{name}/deliveries/{delivery_id}/redrive"): OPERATORS,
     ("POST", "/v1/claims"): {AGENT},
     ("POST", "/v1/leases/{lease_id}/heartbeat"): {AGENT},
     ("POST", "/v1/leases/{lease_id}/complete"): {AGENT},
@@ -73,6 +81,7 @@ PATH_VALUES = {
     "version": "1",
     "lease_id": "0" * 48,
     "scope": "global",
+    "delivery_id": "00000000-0000-0000-0000-000000000000",
 }
 
 

@@ -70,6 +70,9 @@ def _coherent(path: str, body: Any) -> bool:
             if isinstance(stage.get("on"), dict)
             for target in stage["on"].values()
         ]
+        routes += [stage["on_park"] for stage in stages if stage.get("on_park") is not None]
+        if any(stage.get("on_park") in (stage.get("name"), "") for stage in stages):
+            return False
         # Python's whitespace (which a stage name may not start or end with) has more in it than
         # the schema pattern's \S can say: \x1c-\x1f, \x85.
         trimmed = all(not isinstance(n, str) or n == n.strip() for n in names)

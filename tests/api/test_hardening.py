@@ -280,7 +280,7 @@ def test_readiness_tells_strangers_only_ok_or_failing(team: Api) -> None:
     assert set(ready["checks"].values()) <= {"ok", "failing"}
     assert team.client.get("/v1/health").status_code == 401
     detailed = team.client.get("/v1/health", headers=team.admin).json()
-    assert {f["name"] for f in detailed["followers"]} == {"projections", "bus"}
+    assert {f["name"] for f in detailed["followers"]} == {"projections", "bus", "webhooks"}
 
 
 # -- everything that grows pages -------------------------------------------------------------------

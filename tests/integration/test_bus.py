@@ -11,7 +11,7 @@ import pytest
 from api.container import Container
 from api.settings import Settings
 from bus.advance import Bus
-from domain.values import By, Claimant, Completion, NewItem
+from domain.values import By, Claimant, Completion, Failure, NewItem
 from projections.follower import read_batch
 
 pytestmark = pytest.mark.integration
@@ -97,3 +97,28 @@ def test_triggers_decided_in_their_own_append_are_only_passed(settings: Settings
         assert bus.position() == head
     finally:
         container.close()
+
+
+def test_the_bus_falls_back_to_on_park_as_a_decision_at_once_does(container: Container) -> None:
+    """Without decisions at once, the bus's decision on a failure that parks draft records the
+    park and makes its on_park stage ready, in one append caused by the trigger."""
+    spec = {
+        "stages": [
+            {"name": "draft", "max_attempts": 1, "on_park": "review"},
+            {"name": "edit"},
+            {"name": "review"},
+        ]
+    }
+    app = container.app
+    app.put_pipeline("fallback", spec, OPS)
+    agent = By("agent:a", "t")
+    item, _ = app.create_item(NewItem("fallback", "t", "x", {}, "x"), OPS)
+    _, lease, _ = app.claim(item.id, "draft", WORKER, agent)
+    app.fail_stage(lease, WORKER, Failure("gone", retryable=True), agent)
+    batch = _log(container)
+    Bus(container.app).process_batch(batch, 0)
+    decided = _log(container, batch[-1][1])
+    assert [type(e).__name__ for e, _ in decided] == ["ItemParked", "StageReady"]
+    assert {e.caused_by for e, _ in decided} == {f"event:{batch[-1][1]}"}
+    after = app.item(item.id)
+    assert (after.status, after.stage) == ("ready", "review")

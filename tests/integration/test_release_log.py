@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 
 STAGES = ["research", "draft", "edit", "publish"]
 # State folded from the same events since release 0.1.0: who holds each lease (issue 8), an
-# agent's cap on its leases (issue 11).
-ADDED_SINCE = {"lease_holders", "max_concurrent_leases"}
+# agent's cap on its leases, the item an item was forked from (issue 11).
+ADDED_SINCE = {"lease_holders", "max_concurrent_leases", "forked_from"}
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,14 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/items/{item_id}/retry"): "retry",
     ("POST", "/v1/items/{item_id}/cancel"): "cancel",
     ("POST", "/v1/items/{item_id}/resume"): "resume",
+    ("POST", "/v1/items/{item_id}/rewind"): "rewind",
+    ("POST", "/v1/items/{item_id}/fork"): "fork",
+    ("PUT", "/v1/webhooks/{name}"): "put_webhook",
+    ("GET", "/v1/webhooks"): "list_webhooks",
+    ("GET", "/v1/webhooks/{name}"): "get_webhook",
+    ("DELETE", "/v1/webhooks/{name}"): "delete_webhook",
+    ("GET", "/v1/webhooks/{name}/deliveries"): "webhook_deliveries",
+    ("POST", "/v1/webhooks/{name}/deliveries/{delivery_id}/redrive"): "redrive_delivery",
     ("POST", "/v1/claims"): "claim",
     ("POST", "/v1/leases/{lease_id}/heartbeat"): "heartbeat",
     ("POST", "/v1/leases/{lease_id}/complete"): "complete",
@@ -88,6 +96,11 @@ SAMPLES: dict[str, Any] = {
     "halt_usd": 2,
     "max_concurrent_leases": 2,
     "schedule": {"pipeline": "article", "topic": "t", "title": "x", "every_seconds": 60},
+    "reason": "why",
+    "url": "https://hooks.example/x",
+    "events": ["ItemParked"],
+    "secret": "a-secret-value",
+    "delivery_id": "00000000-0000-4000-8000-000000000001",
 }
 
 

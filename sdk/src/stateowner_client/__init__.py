@@ -30,6 +30,8 @@ from stateowner_client.models import (
     AuditEntry,
     Budget,
     Claim,
+    Delivery,
+    DeliveryCounts,
     Event,
     EventPage,
     Health,
@@ -46,6 +48,7 @@ from stateowner_client.models import (
     StageReport,
     Tokens,
     Topic,
+    Webhook,
 )
 from stateowner_client.trace import ToolCall, Trace
 from stateowner_client.worker import Job, NonRetryable, Result, Worker, WorkerStats
@@ -60,6 +63,8 @@ __all__ = [
     "Claim",
     "Client",
     "Conflict",
+    "Delivery",
+    "DeliveryCounts",
     "Event",
     "EventPage",
     "Forbidden",
@@ -97,6 +102,7 @@ __all__ = [
     "Unavailable",
     "ValidationError",
     "VersionConflict",
+    "Webhook",
     "Worker",
     "WorkerStats",
     "__version__",

@@ -17,6 +17,7 @@ from stateowner_client.models import (
     AuditEntry,
     Budget,
     Claim,
+    Delivery,
     EventPage,
     Health,
     Heartbeat,
@@ -30,6 +31,7 @@ from stateowner_client.models import (
     Schedule,
     StageReport,
     Topic,
+    Webhook,
     decode,
 )
 from stateowner_client.models import Event as LogEvent
@@ -262,6 +264,21 @@ def item_command(item_id: str, command: str) -> Call[Item]:
     return Call("POST", f"/v1/items/{segment(item_id)}/{command}", _item_of_command)
 
 
+def rewind(item_id: str, stage: str, reason: str) -> Call[Item]:
+    path = f"/v1/items/{segment(item_id)}/rewind"
+    return Call("POST", path, _item_of_command, json={"stage": stage, "reason": reason})
+
+
+def fork(
+    item_id: str, stage: str, pipeline_version: int | None, idempotency_key: str | None
+) -> Call[Item]:
+    body: dict[str, Any] = {"stage": stage}
+    if pipeline_version is not None:
+        body["pipeline_version"] = pipeline_version
+    path = f"/v1/items/{segment(item_id)}/fork"
+    return Call("POST", path, _one(Item), json=body, headers=_key(idempotency_key))
+
+
 # -- work -----------------------------------------------------------------------------------------
 
 
@@ -372,6 +389,43 @@ def list_budgets() -> Call[list[Budget]]:
 
 def reset_budget(scope: str) -> Call[Budget]:
     return Call("POST", f"/v1/budgets/{segment(scope)}/reset", _one(Budget))
+
+
+# -- webhooks ---------------------------------------------------------------------------------------
+
+
+def put_webhook(name: str, url: str, events: Sequence[str], secret: str) -> Call[Webhook]:
+    body = {"url": url, "events": list(events), "secret": secret}
+    return Call("PUT", f"/v1/webhooks/{segment(name)}", _one(Webhook), json=body)
+
+
+def get_webhook(name: str) -> Call[Webhook]:
+    return Call("GET", f"/v1/webhooks/{segment(name)}", _one(Webhook))
+
+
+def list_webhooks() -> Call[list[Webhook]]:
+    return Call("GET", "/v1/webhooks", _each(Webhook))
+
+
+def delete_webhook(name: str) -> Call[None]:
+    return Call("DELETE", f"/v1/webhooks/{segment(name)}", lambda response: None)
+
+
+def webhook_deliveries(
+    name: str, status: str | None, page_size: int | None
+) -> Callable[[Cursor], Call[Page[Delivery]]]:
+    path = f"/v1/webhooks/{segment(name)}/deliveries"
+
+    def page(cursor: Cursor) -> Call[Page[Delivery]]:
+        params = _params(status=status, limit=page_size, cursor=cursor)
+        return Call("GET", path, _page(Delivery, "deliveries", "next_cursor"), params=params)
+
+    return page
+
+
+def redrive_delivery(name: str, delivery_id: str) -> Call[Delivery]:
+    path = f"/v1/webhooks/{segment(name)}/deliveries/{segment(delivery_id)}/redrive"
+    return Call("POST", path, _one(Delivery))
 
 
 # -- audit, the log, the followers, health ----------------------------------------------------

@@ -30,6 +30,7 @@ from stateowner_client.models import (
     AuditEntry,
     Budget,
     Claim,
+    Delivery,
     Event,
     EventPage,
     Health,
@@ -44,6 +45,7 @@ from stateowner_client.models import (
     Schedule,
     StageReport,
     Topic,
+    Webhook,
 )
 
 T = TypeVar("T")
@@ -261,6 +263,22 @@ class Client:
         """Carry a halted item on (operator)."""
         return self._send(calls.item_command(item_id, "resume"))
 
+    def rewind(self, item_id: str, stage: str, reason: str) -> Item:
+        """Make a stage the item reached before ready again, a done item too (operator)."""
+        return self._send(calls.rewind(item_id, stage, reason))
+
+    def fork(
+        self,
+        item_id: str,
+        stage: str,
+        *,
+        pipeline_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Item:
+        """A new item ready at `stage` (on the latest or the given pipeline version), carrying
+        the outputs of the stages before it; `forked_from` names the source (operator)."""
+        return self._send(calls.fork(item_id, stage, pipeline_version, idempotency_key))
+
     # -- work -----------------------------------------------------------------------------------
 
     def claim(self, stage: str, *, wait_seconds: float = 0) -> Claim | None:
@@ -360,6 +378,31 @@ class Client:
     def reset_budget(self, scope: str) -> Budget:
         """Close the scope's breaker for the rest of the day (operator)."""
         return self._send(calls.reset_budget(scope))
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    def put_webhook(self, name: str, url: str, events: Sequence[str], secret: str) -> Webhook:
+        """Post each event of these types to `url`, signed with `secret` (operator)."""
+        return self._send(calls.put_webhook(name, url, events, secret))
+
+    def get_webhook(self, name: str) -> Webhook:
+        return self._send(calls.get_webhook(name))
+
+    def list_webhooks(self) -> list[Webhook]:
+        return self._send(calls.list_webhooks())
+
+    def delete_webhook(self, name: str) -> None:
+        self._send(calls.delete_webhook(name))
+
+    def webhook_deliveries(
+        self, name: str, *, status: str | None = None, page_size: int | None = None
+    ) -> Iterator[Delivery]:
+        """The webhook's deliveries, newest first (`status`: pending, delivered or dead)."""
+        return self._pages(calls.webhook_deliveries(name, status, page_size))
+
+    def redrive_delivery(self, name: str, delivery_id: str) -> Delivery:
+        """Send a dead (or delivered) delivery again from its first attempt."""
+        return self._send(calls.redrive_delivery(name, delivery_id))
 
     # -- audit, the log, the followers, health --------------------------------------------------
 
@@ -619,6 +662,19 @@ class AsyncClient:
     async def resume(self, item_id: str) -> Item:
         return await self._send(calls.item_command(item_id, "resume"))
 
+    async def rewind(self, item_id: str, stage: str, reason: str) -> Item:
+        return await self._send(calls.rewind(item_id, stage, reason))
+
+    async def fork(
+        self,
+        item_id: str,
+        stage: str,
+        *,
+        pipeline_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Item:
+        return await self._send(calls.fork(item_id, stage, pipeline_version, idempotency_key))
+
     # -- work -----------------------------------------------------------------------------------
 
     async def claim(self, stage: str, *, wait_seconds: float = 0) -> Claim | None:
@@ -714,6 +770,28 @@ class AsyncClient:
 
     async def reset_budget(self, scope: str) -> Budget:
         return await self._send(calls.reset_budget(scope))
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def put_webhook(self, name: str, url: str, events: Sequence[str], secret: str) -> Webhook:
+        return await self._send(calls.put_webhook(name, url, events, secret))
+
+    async def get_webhook(self, name: str) -> Webhook:
+        return await self._send(calls.get_webhook(name))
+
+    async def list_webhooks(self) -> list[Webhook]:
+        return await self._send(calls.list_webhooks())
+
+    async def delete_webhook(self, name: str) -> None:
+        await self._send(calls.delete_webhook(name))
+
+    def webhook_deliveries(
+        self, name: str, *, status: str | None = None, page_size: int | None = None
+    ) -> AsyncIterator[Delivery]:
+        return self._pages(calls.webhook_deliveries(name, status, page_size))
+
+    async def redrive_delivery(self, name: str, delivery_id: str) -> Delivery:
+        return await self._send(calls.redrive_delivery(name, delivery_id))
 
     # -- audit, the log, the followers, health --------------------------------------------------
 

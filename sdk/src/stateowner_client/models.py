@@ -46,6 +46,7 @@ class Item:
     created_by: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    forked_from: str | None = None  # on a fork's answer: the item it was forked from
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -241,6 +242,45 @@ class PipelineReport:
     end_to_end: JsonObject = field(default_factory=dict)
     stages: JsonObject = field(default_factory=dict)
     criteria: list[JsonObject] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    pending: int = 0
+    delivered: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook as the service shows it: never its secret."""
+
+    name: str
+    url: str = ""
+    events: list[str] = field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    updated_by: str = ""
+    deliveries: DeliveryCounts = field(default_factory=DeliveryCounts)
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event posted (or to be posted) to a webhook: pending, delivered or dead."""
+
+    id: str
+    event_type: str = ""
+    position: int | None = None
+    item_id: str | None = None
+    status: str = ""
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    delivered_at: datetime | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 
