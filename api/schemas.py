@@ -179,7 +179,13 @@ def amount_schema(limit: int) -> WithJsonSchema:
 
 
 Money = Annotated[Decimal, amount(1_000_000), Field(ge=0, le=1_000_000), amount_schema(1_000_000)]
-Count = Annotated[int, WholeNumber, Field(ge=0, le=10**12)]
+Count = Annotated[
+    int,
+    WholeNumber,
+    Field(ge=0, le=10**12),
+    # The validator before the bounds keeps pydantic from stating them as JSON Schema does.
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 10**12}),
+]
 
 
 class ReportBody(Body):
