@@ -89,7 +89,7 @@ def redis_down() -> str | None:
 def worker(threads: int = WORKER_THREADS) -> Iterator[None]:
     """A Celery worker of its own, on a queue of its own, stopped afterwards."""
     bench = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": str(bench)}
+    env = {**os.environ, "PYTHONPATH": str(bench), "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(  # noqa: S603
         [
             sys.executable,
@@ -112,6 +112,7 @@ def worker(threads: int = WORKER_THREADS) -> Iterator[None]:
         ],
         cwd=bench,
         env=env,
+        stdout=subprocess.DEVNULL,  # its banner; errors still reach stderr
     )
     try:
         yield
@@ -169,7 +170,9 @@ def main() -> None:
     if why is not None:
         print(f"peer skipped: {why}")
         return
-    from reads import percentile
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.reads import percentile
 
     figures = run(args.handoffs, args.items)
     print(

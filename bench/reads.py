@@ -27,8 +27,12 @@ import httpx
 import psycopg
 from psycopg import sql
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if __name__ == "__main__":
+    # Run as a script: import from the repo's root, not from bench/ (whose bench.py would
+    # shadow the folder).
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
     sys.path.insert(0, str(ROOT))
 
 # The reads timed, each a route and the query string it is called with.
