@@ -45,7 +45,7 @@ def test_a_seeded_log_verifies_and_the_api_reads_it(clean_database: str, tmp_pat
             "count(*) AS n FROM stateowner_events GROUP BY originator_id) v WHERE top <> n"
         ).fetchone()
         assert gaps == (0,)
-        bus = conn.execute("SELECT notification_id FROM stateowner_tracking").fetchone()
+        bus = conn.execute("SELECT max(notification_id) FROM stateowner_tracking").fetchone()
         assert bus == (head,)
         statuses = dict(
             conn.execute("SELECT status, count(*) FROM item_status GROUP BY status").fetchall()
