@@ -368,7 +368,8 @@ def seed(
         if (recorder.max_tracking_id(StateOwner.name) or 0) < seeded.head:
             recorder.insert_tracking(Tracking(StateOwner.name, seeded.head))
         with Connection.connect(container.database.conninfo, autocommit=True) as conn:
-            conn.execute("ANALYZE")
+            # The catch-up left a dead row version per update; autovacuum would get there.
+            conn.execute("VACUUM ANALYZE")
             rows = conn.execute("SELECT status, count(*) FROM item_status GROUP BY status")
             seeded.statuses = {status: count for status, count in rows.fetchall()}
             conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)))
