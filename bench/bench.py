@@ -36,7 +36,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -458,15 +458,20 @@ def pipeline_rate(base: str, tokens: dict[str, list[str]], items: int) -> float:
 def reads_at(
     server_url: str | None, sizes: list[int], samples: int
 ) -> list[tuple[int, list[reads.Latency]]]:
-    """Each read's latencies on one database seeded in bulk to each size in turn."""
-    measured = []
-    with fresh_database(server_url) as database_url:
-        seeded = 0
+    """Each read's latencies on logs seeded in bulk to each size, one database and one served
+    instance each, all measured together, taking turns request by request."""
+    with ExitStack() as stack:
+        if server_url is None:  # one embedded server for every size, as for an external one
+            embedded = stack.enter_context(fresh_database(None))
+            server_url = make_conninfo(embedded, dbname="postgres")
+        servers, seeded = [], []
         for size in sizes:
-            seeded += seed.seed(database_url, size - seeded).events
-            with served(database_url, free_port()) as (base, _):
-                measured.append((seeded, reads.measure(base, ADMIN, database_url, samples)))
-    return measured
+            database_url = stack.enter_context(fresh_database(server_url))
+            seeded.append(seed.seed(database_url, size).head)
+            base, _ = stack.enter_context(served(database_url, free_port()))
+            servers.append((base, database_url))
+        measured = reads.measure_together(servers, ADMIN, samples)
+    return list(zip(seeded, measured, strict=True))
 
 
 def print_reads(measured: list[tuple[int, list[reads.Latency]]]) -> None:

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,36 +88,67 @@ def later_cursor(http: httpx.Client, params: dict[str, str], pages: int) -> str 
     return cursor
 
 
-def timed(name: str, samples: int, call: Callable[[int], httpx.Response]) -> Latency:
-    for n in range(WARM_UP):
-        call(n).raise_for_status()
-    latencies = []
-    for n in range(samples):
-        started = time.perf_counter()
-        response = call(n)
-        latencies.append((time.perf_counter() - started) * 1000)
-        response.raise_for_status()
-    return Latency(name, latencies)
+Call = Callable[[int], httpx.Response]
+
+
+def timed(names: list[str], samples: int, calls: list[list[Call]]) -> list[list[Latency]]:
+    """Each read on each server, the servers taking turns request by request (so a busy moment
+    of the machine falls on all of them alike); `calls[server][read]`."""
+    for server in calls:
+        for call in server:
+            for n in range(WARM_UP):
+                call(n).raise_for_status()
+    latencies = [[[0.0] * samples for _ in names] for _ in calls]
+    for read in range(len(names)):
+        for n in range(samples):
+            for server, server_calls in enumerate(calls):
+                started = time.perf_counter()
+                response = server_calls[read](n)
+                latencies[server][read][n] = (time.perf_counter() - started) * 1000
+                response.raise_for_status()
+    return [
+        [Latency(name, values) for name, values in zip(names, server, strict=True)]
+        for server in latencies
+    ]
+
+
+def _calls(http: httpx.Client, items: list[str]) -> list[Call]:
+    listing = {"stage": LIST_STAGE, "status": LIST_STATUS}
+    ready = {"stage": READY_STAGE, "status": "ready"}
+    cursor = later_cursor(http, listing, LATER_PAGE)
+    later = {**listing, **({"cursor": cursor} if cursor else {})}
+    return [
+        lambda n: http.get(f"/v1/items/{items[n]}"),
+        lambda n: http.get(f"/v1/items/{items[n]}/events"),
+        lambda _: http.get("/v1/items", params=listing),
+        lambda _: http.get("/v1/items", params=later),
+        lambda _: http.get("/v1/items", params=ready),
+    ]
+
+
+READS = ["item lookup", "item history", "list by status", f"list, page {LATER_PAGE}", "list ready"]
+
+
+def measure_together(
+    servers: list[tuple[str, str]], token: str, samples: int
+) -> list[list[Latency]]:
+    """p50/p99 of each read on each (served base URL, database URL), one request at a time over
+    HTTP on loopback, the servers taking turns."""
+    headers = {"Authorization": f"Bearer {token}"}
+    clients = [httpx.Client(base_url=base, headers=headers, timeout=30) for base, _ in servers]
+    try:
+        calls = [
+            _calls(http, sample_items(database_url, samples + WARM_UP))
+            for http, (_, database_url) in zip(clients, servers, strict=True)
+        ]
+        return timed(READS, samples, calls)
+    finally:
+        for http in clients:
+            http.close()
 
 
 def measure(base: str, token: str, database_url: str, samples: int) -> list[Latency]:
-    """p50/p99 of each read, one request at a time over HTTP on loopback."""
-    items = sample_items(database_url, samples + WARM_UP)
-    listing = {"stage": LIST_STAGE, "status": LIST_STATUS}
-    ready = {"stage": READY_STAGE, "status": "ready"}
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
-        cursor = later_cursor(http, listing, LATER_PAGE)
-        later = {**listing, **({"cursor": cursor} if cursor else {})}
-        return [
-            timed("item lookup", samples, lambda n: http.get(f"/v1/items/{items[n]}")),
-            timed("item history", samples, lambda n: http.get(f"/v1/items/{items[n]}/events")),
-            timed("list by status", samples, lambda _: http.get("/v1/items", params=listing)),
-            timed(
-                f"list, page {LATER_PAGE}", samples, lambda _: http.get("/v1/items", params=later)
-            ),
-            timed("list ready", samples, lambda _: http.get("/v1/items", params=ready)),
-        ]
+    return measure_together([(base, database_url)], token, samples)[0]
 
 
 class _Plans:
@@ -209,22 +240,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--database-url", default=os.environ.get("STATEOWNER_DATABASE_URL"))
+    parser.add_argument(
+        "--database-url",
+        action="append",
+        help="a seeded database; give two (say 10k and 1M) to measure them together, "
+        "taking turns, each p99 beside the first's",
+    )
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--explain", type=Path, help="write the plans here instead of timing")
     args = parser.parse_args()
-    if not args.database_url:
+    urls = args.database_url or (
+        [os.environ["STATEOWNER_DATABASE_URL"]] if "STATEOWNER_DATABASE_URL" in os.environ else []
+    )
+    if not urls:
         parser.error("--database-url (or STATEOWNER_DATABASE_URL) is required")
     if args.explain:
         args.explain.parent.mkdir(parents=True, exist_ok=True)
-        args.explain.write_text(explain(args.database_url))
+        args.explain.write_text(explain(urls[-1]))
         print(f"plans written to {args.explain}")
         return
     from bench import bench
 
-    with bench.served(args.database_url, bench.free_port()) as (base, _):
-        for latency in measure(base, bench.ADMIN, args.database_url, args.samples):
-            print(f"{latency.name:16s} p50 {latency.p50:7.2f} ms   p99 {latency.p99:7.2f} ms")
+    with ExitStack() as stack:
+        servers = [
+            (stack.enter_context(bench.served(url, bench.free_port()))[0], url) for url in urls
+        ]
+        measured = measure_together(servers, bench.ADMIN, args.samples)
+    for url, latencies in zip(urls, measured, strict=True):
+        print(f"-- {url}")
+        for latency, first in zip(latencies, measured[0], strict=True):
+            print(
+                f"{latency.name:16s} p50 {latency.p50:7.2f} ms   p99 {latency.p99:7.2f} ms"
+                f"   p99 / first's {latency.p99 / first.p99:5.2f}x"
+            )
 
 
 if __name__ == "__main__":
