@@ -35,6 +35,11 @@ class ItemStatusView(View):
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} (stage, status, ready_at, position)"
             ).format(sql.Identifier("item_status_ready_idx"), table),
+            # Listing by stage and status pages in (created_at, item_id) order: this index
+            # hands over a page in that order, however many items the log holds.
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} (stage, status, created_at, item_id)"
+            ).format(sql.Identifier("item_status_stage_status_idx"), table),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (topic, created_at, item_id)").format(
                 sql.Identifier("item_status_topic_idx"), table
             ),
