@@ -22,6 +22,7 @@ from api.routes import (
     agents,
     audit,
     budgets,
+    evals,
     health,
     items,
     log,
@@ -80,7 +81,19 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     )
     app.state.streams = streams
     install_error_handlers(app)
-    for module in (agents, pipelines, items, work, topics, budgets, audit, log, stream, health):
+    for module in (
+        agents,
+        pipelines,
+        evals,
+        items,
+        work,
+        topics,
+        budgets,
+        audit,
+        log,
+        stream,
+        health,
+    ):
         app.include_router(module.router)
     install_console(app)
     install_openapi(app)

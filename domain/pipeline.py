@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidPipelineSpec
+from domain.errors import InvalidEvalCase, InvalidPipelineSpec
+from domain.evals import EvalGate, parse_gate
 from domain.recorded import Recorded, RecordedAggregate
 from domain.values import By
 
@@ -19,7 +20,7 @@ PIPELINE_NAMESPACE = uuid.UUID("6f1c1b2e-3f57-4a55-9a0e-5a1f3e1f7a01")
 DONE_OUTCOME = "done"
 
 STAGE_KEYS = {"name", "max_attempts", "lease_seconds", "retry_backoff_seconds", "on"}
-SPEC_KEYS = {"stages", "max_visits_per_stage", "max_transitions", "item_budget_usd"}
+SPEC_KEYS = {"stages", "max_visits_per_stage", "max_transitions", "item_budget_usd", "eval_gate"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class PipelineSpec:
     max_visits_per_stage: int = 3
     max_transitions: int = 50
     item_budget_usd: float | None = None
+    eval_gate: EvalGate | None = None
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
@@ -53,6 +55,8 @@ class PipelineSpec:
         return self.stages[0].name
 
     def to_dict(self) -> dict[str, Any]:
+        # A spec without a gate is stored as before the gate existed.
+        gate = {} if self.eval_gate is None else {"eval_gate": self.eval_gate.to_dict()}
         return {
             "stages": [
                 {
@@ -67,6 +71,7 @@ class PipelineSpec:
             "max_visits_per_stage": self.max_visits_per_stage,
             "max_transitions": self.max_transitions,
             "item_budget_usd": self.item_budget_usd,
+            **gate,
         }
 
 
@@ -166,6 +171,10 @@ def parse_spec(raw: Any) -> PipelineSpec:
                     f"stage {stage.name!r} routes outcome {outcome!r} to unknown stage {target!r}"
                 )
     budget = raw.get("item_budget_usd")
+    try:
+        gate = None if raw.get("eval_gate") is None else parse_gate(raw["eval_gate"])
+    except InvalidEvalCase as error:
+        raise InvalidPipelineSpec(str(error)) from None
     return PipelineSpec(
         stages=stages,
         max_visits_per_stage=_positive_number(
@@ -180,6 +189,7 @@ def parse_spec(raw: Any) -> PipelineSpec:
         item_budget_usd=None
         if budget is None
         else float(_positive_number(budget, "item_budget_usd", high=MAX_ITEM_BUDGET_USD)),
+        eval_gate=gate,
     )
 
 
