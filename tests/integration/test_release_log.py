@@ -24,8 +24,9 @@ from tests.helpers import Api
 pytestmark = pytest.mark.integration
 
 STAGES = ["research", "draft", "edit", "publish"]
-# State folded from the same events since release 0.1.0: who holds each lease (issue 8).
-ADDED_SINCE = {"lease_holders"}
+# State folded from the same events since release 0.1.0: who holds each lease (issue 8), and
+# whether an item is an eval case (ItemCreated version 2, upcast to False; issue 11).
+ADDED_SINCE = {"lease_holders", "eval"}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,7 @@ def test_every_aggregate_folds_to_the_state_the_release_folded(app: StateOwner) 
         # Later releases may fold more from the same events; what the release held stays.
         assert {name: state[name] for name in expected[key]} == expected[key], key
         assert set(state) - set(expected[key]) <= ADDED_SINCE
+        assert state.get("eval") in (None, False)  # an old item is a production item
 
 
 def test_old_report_fingerprints_still_tell_a_repeat(app: StateOwner) -> None:
