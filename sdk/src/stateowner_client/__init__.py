@@ -8,6 +8,7 @@ from stateowner_client.errors import (
     AlreadyExists,
     BudgetHalted,
     Conflict,
+    EvalGateRefused,
     Forbidden,
     IdempotencyMismatch,
     InvalidState,
@@ -26,10 +27,15 @@ from stateowner_client.errors import (
     VersionConflict,
 )
 from stateowner_client.models import (
+    Activation,
     Agent,
     AuditEntry,
     Budget,
     Claim,
+    EvalCase,
+    EvalCheck,
+    EvalRun,
+    EvalStarted,
     Event,
     EventPage,
     Health,
@@ -49,6 +55,7 @@ from stateowner_client.trace import ToolCall, Trace
 from stateowner_client.worker import Job, NonRetryable, Result, Worker, WorkerStats
 
 __all__ = [
+    "Activation",
     "Agent",
     "AlreadyExists",
     "AsyncClient",
@@ -58,6 +65,11 @@ __all__ = [
     "Claim",
     "Client",
     "Conflict",
+    "EvalCase",
+    "EvalCheck",
+    "EvalGateRefused",
+    "EvalRun",
+    "EvalStarted",
     "Event",
     "EventPage",
     "Forbidden",
