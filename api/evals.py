@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
 from domain.evals import Outcome, RunSummary, case_from_dict, judge, summarize
+from domain.values import By
 from projections.queries import Queries
+
+if TYPE_CHECKING:
+    from api.container import Container
 
 SCHEMA_CLASS = jsonschema.Draft202012Validator
 LATEST_RUNS_READ = 20
@@ -98,3 +102,29 @@ def latest_finished(queries: Queries, pipeline: str, version: int) -> RunSummary
         if summary.finished:
             return summary
     return None
+
+
+def activate(container: Container, name: str, version: int, force: bool, by: By) -> dict[str, Any]:
+    """Activate a version, judged on the latest finished runs of it and of the active version
+    as the evals projection has them."""
+    app = container.app
+    pipeline, current = app.active_version(name)
+    app.pipeline_version(pipeline, version)
+    candidate = latest_finished(container.queries, name, version)
+    active_run = latest_finished(container.queries, name, current)
+    active, position, changed = app.activate_version(
+        name,
+        version,
+        expected_active=current,
+        candidate=candidate,
+        active_run=active_run,
+        force=force,
+        by=by,
+    )
+    return {
+        "name": name,
+        "active_version": active,
+        "changed": changed,
+        "forced": changed and force,
+        "position": position,
+    }

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.container import Container
 from api.deps import AnyPrincipal, ByDep, ContainerDep, Operator, parse_uuid, wait_for_view
 from api.errors import forbidden, idempotency_mismatch, not_found, validation
-from api.evals import latest_finished, run_body, schema_problem
+from api.evals import activate, run_body, schema_problem
 from api.openapi import problems
 from api.schemas import (
     ActivationOut,
@@ -136,30 +136,6 @@ def get_eval(
     return run_body(run)
 
 
-def _activate(container: Container, name: str, version: int, force: bool, by: By) -> dict[str, Any]:
-    app = container.app
-    pipeline, current = app.active_version(name)
-    app.pipeline_version(pipeline, version)
-    candidate = latest_finished(container.queries, name, version)
-    active_run = latest_finished(container.queries, name, current)
-    active, position, changed = app.activate_version(
-        name,
-        version,
-        expected_active=current,
-        candidate=candidate,
-        active_run=active_run,
-        force=force,
-        by=by,
-    )
-    return {
-        "name": name,
-        "active_version": active,
-        "changed": changed,
-        "forced": changed and force,
-        "position": position,
-    }
-
-
 @router.post(
     "/{name}/versions/{version}/activate",
     response_model=ActivationOut,
@@ -177,4 +153,4 @@ async def activate_version(
     its latest finished eval run must meet it (409 eval_gate otherwise); an admin may force it."""
     if force and principal.role != Role.ADMIN:
         raise forbidden("only an admin may force an activation past the eval gate")
-    return await run_in_threadpool(_activate, container, name, version, force, by)
+    return await run_in_threadpool(activate, container, name, version, force, by)
