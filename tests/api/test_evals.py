@@ -260,3 +260,30 @@ def test_bad_eval_input_is_refused_naming_the_field(api: Api) -> None:
         ).status_code
         == 404
     )
+
+
+def test_an_open_eval_breaker_holds_back_eval_items_only(api: Api) -> None:
+    """With the `eval` scope over its halt limit, claims pass eval items over and still hand
+    out production work; raising the limit lets the eval item go."""
+    assert (
+        api.client.put(
+            "/v1/budgets/eval", json={"alert_usd": 0.001, "halt_usd": 0.002}, headers=api.admin
+        ).status_code
+        == 200
+    )
+    started = start_eval(api, 2, CASES[:1])
+    production = api.create_item(pipeline="summaries", title="production")
+    claim = api.claim("writer", "draft")
+    assert (claim["item"]["id"], claim["eval"]) == (production["id"], False)
+    nothing = api.client.post(
+        "/v1/claims", json={"stage": "draft", "wait_seconds": 0.2}, headers=api.as_("writer")
+    )
+    assert nothing.status_code == 204
+    assert (
+        api.client.put(
+            "/v1/budgets/eval", json={"alert_usd": 10, "halt_usd": 20}, headers=api.admin
+        ).status_code
+        == 200
+    )
+    claim = api.claim("writer", "draft")
+    assert (claim["item"]["id"], claim["eval"]) == (started["items"][0], True)
