@@ -20,7 +20,6 @@ from domain.budget import Budget, parse_scope
 from domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
-    InvalidEvalCase,
     LeaseTimedOut,
     NotFound,
     StateConflict,
@@ -304,12 +303,7 @@ class StateOwner(Application[uuid.UUID]):
         max_cases: int = MAX_CASES,
     ) -> tuple[EvalRun, int]:
         """Start an eval run: each case an eval item on `version`, all appended as one unit."""
-        pipeline = self.pipeline(name)
-        if not 1 <= version <= pipeline.version:
-            raise InvalidEvalCase(
-                "version", f"pipeline {name!r} has versions 1 to {pipeline.version}, not {version}"
-            )
-        spec = self.pipeline_version(pipeline, version).parsed
+        spec = self.pipeline_version(self.pipeline(name), version).parsed
         cases = parse_cases(raw_cases, spec.stage_names, schema_problem, max_cases=max_cases)
         run = EvalRun.start(run_id, name, version, topic, cases, fingerprint, by)
         items = [
