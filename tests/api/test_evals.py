@@ -250,7 +250,13 @@ def test_bad_eval_input_is_refused_naming_the_field(api: Api) -> None:
     assert "cases[0].checks[0].value" in refused(case({"kind": "regex", "value": "(x"}))["detail"]
     bad_schema = case({"kind": "json_schema", "value": {"type": "nope"}})
     assert "cases[0].checks[0].value" in refused(bad_schema)["detail"]
-    assert "version" in refused({"version": 99, "cases": [{"name": "c"}]})["detail"]
+    unknown = api.client.post(
+        "/v1/pipelines/summaries/evals",
+        json={"version": 99, "cases": [{"name": "c"}]},
+        headers=api.as_("op"),
+    )
+    assert unknown.status_code == 404
+    assert "no version 99" in unknown.json()["detail"]
     missing = activate(api, 99)
     assert missing.status_code == 404
     assert "version 99" in missing.json()["detail"]
