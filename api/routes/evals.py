@@ -78,7 +78,8 @@ def _start(
         run = container.app.eval_run(run_id)
         if run.fingerprint != fingerprint or run.pipeline != name:
             raise idempotency_mismatch() from None
-        position = container.queries.event_position(run_id, 1)
+        # The run's events were appended with its items', the last item's ready stage last.
+        position = container.queries.event_position(run.item_ids()[-1], 2)
     return _started(run, position)
 
 

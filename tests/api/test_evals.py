@@ -3,6 +3,8 @@ items, its results come from the items, and a version's activation must earn its
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers import Api
-from tests.live import LiveService, own_service
+from tests.live import STATEOWNER, LiveService, own_service
 
 pytestmark = pytest.mark.api
 
@@ -293,3 +295,37 @@ def test_an_open_eval_breaker_holds_back_eval_items_only(api: Api) -> None:
     )
     claim = api.claim("writer", "draft")
     assert (claim["item"]["id"], claim["eval"]) == (started["items"][0], True)
+
+
+def test_a_repeated_start_is_the_same_run_and_another_body_is_refused(api: Api) -> None:
+    """Under one Idempotency-Key the same body answers the first run; another body is 409."""
+    body = {"version": 1, "cases": CASES[:1]}
+    headers = {**api.as_("op"), "Idempotency-Key": "nightly-1"}
+    first = api.client.post("/v1/pipelines/summaries/evals", json=body, headers=headers)
+    again = api.client.post("/v1/pipelines/summaries/evals", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    other = api.client.post(
+        "/v1/pipelines/summaries/evals", json={**body, "version": 2}, headers=headers
+    )
+    assert other.status_code == 409
+    assert other.json()["code"] == "idempotency_mismatch"
+
+
+def test_the_evals_projection_verifies_against_the_log(live: LiveService, api: Api) -> None:
+    """A rebuild of every view from the log, eval runs included, matches the live tables."""
+    api.settle()
+    env = {
+        **os.environ,
+        "STATEOWNER_DATABASE_URL": live.database_url,
+        "STATEOWNER_LOG_LEVEL": "warning",
+    }
+    checked = subprocess.run(
+        [str(STATEOWNER), "projections", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
