@@ -589,6 +589,7 @@ def pipelines(request: Request, user: UserDep, container: ConsoleContainer) -> H
             {
                 "name": name,
                 "version": pipeline.version,
+                "active": container.app.active_version(name)[1],
                 "stages": pipeline.parsed.stage_names,
                 "updated_at": pipeline.modified_on,
                 "item_count": counts.get(name, 0),
