@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from domain.evals import Outcome, RunSummary, case_from_dict, judge, summarize
+from domain.evals import Outcome, RunSummary, case_from_dict, gate_refusal, judge, summarize
 from domain.values import By
 from projections.queries import Queries
 
@@ -127,4 +127,24 @@ def activate(container: Container, name: str, version: int, force: bool, by: By)
         "changed": changed,
         "forced": changed and force,
         "position": position,
+    }
+
+
+def compared_with_active(container: Container, run: dict[str, Any]) -> dict[str, Any]:
+    """The run beside the active version's latest finished run, and what the active version's
+    eval gate would say of it (None while the run goes on, or without a gate)."""
+    app = container.app
+    pipeline, active = app.active_version(run["pipeline"])
+    summary, _ = run_summary(run)
+    baseline = latest_finished(container.queries, run["pipeline"], active)
+    gate = app.pipeline_version(pipeline, active).parsed.eval_gate
+    refusal = gate_refusal(gate, summary, baseline) if gate and summary.finished else None
+    return {
+        "active_version": active,
+        "active_run": None if baseline is None else baseline.run_id,
+        "pass_rate": None if baseline is None else baseline.pass_rate,
+        "cost_per_item_usd": None if baseline is None else baseline.cost_per_item_usd,
+        "eval_gate": None if gate is None else gate.to_dict(),
+        "meets_gate": None if gate is None or not summary.finished else refusal is None,
+        "refusal": refusal,
     }

@@ -344,6 +344,19 @@ class EvalCaseOut(BaseModel):
     tokens: Tokens
 
 
+class EvalComparisonOut(BaseModel):
+    active_version: int
+    active_run: str | None
+    pass_rate: float | None
+    cost_per_item_usd: float | None
+    eval_gate: JsonObject | None
+    meets_gate: bool | None = Field(
+        description="whether this run meets the active version's eval gate (null: no gate, or "
+        "the run is still going)"
+    )
+    refusal: str | None
+
+
 class EvalRunOut(BaseModel):
     id: str
     pipeline: str
@@ -360,6 +373,7 @@ class EvalRunOut(BaseModel):
     started_at: datetime
     position: int
     cases: list[EvalCaseOut] | None = None
+    compared_with_active: EvalComparisonOut | None = None
 
 
 class EvalRunListOut(BaseModel):

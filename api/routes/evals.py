@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.container import Container
 from api.deps import AnyPrincipal, ByDep, ContainerDep, Operator, parse_uuid, wait_for_view
 from api.errors import forbidden, idempotency_mismatch, not_found, validation
-from api.evals import activate, run_body, schema_problem
+from api.evals import activate, compared_with_active, run_body, schema_problem
 from api.openapi import problems
 from api.schemas import (
     ActivationOut,
@@ -127,14 +127,15 @@ def get_eval(
     container: ContainerDep,
     min_position: Position = None,
 ) -> dict[str, Any]:
-    """An eval run: running or finished, passed, failed, pass rate, cost per item, each case."""
+    """An eval run: running or finished, passed, failed, pass rate, cost per item, each case,
+    and beside it the active version's latest finished run and what its eval gate says."""
     wanted = parse_uuid(run_id, "eval run")
     if min_position is not None:
         wait_for_view(container, "evals", min_position)
     run = container.queries.eval_run(wanted)
     if run is None or run["pipeline"] != name:
         raise not_found(f"no eval run {run_id} of pipeline {name!r}")
-    return run_body(run)
+    return {**run_body(run), "compared_with_active": compared_with_active(container, run)}
 
 
 @router.post(

@@ -157,6 +157,12 @@ def test_the_eval_gate_keeps_new_items_on_the_active_version(api: Api) -> None:
     refused = activate(api, 2)
     assert refused.status_code == 409, refused.text
     assert refused.json()["code"] == "eval_gate"
+    compared = run["compared_with_active"]
+    assert (compared["active_version"], compared["pass_rate"], compared["meets_gate"]) == (
+        1,
+        1.0,
+        False,
+    )
     assert "pass rate" in refused.json()["detail"]
     assert new_item_version(api) == 1
     assert (

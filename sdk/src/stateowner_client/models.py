@@ -195,6 +195,8 @@ class EvalRun:
     started_at: datetime | None = None
     position: int = 0
     cases: list[EvalCase] | None = None
+    # Beside the active version's latest finished run, and what its eval gate says of this one.
+    compared_with_active: dict[str, Any] | None = None
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 
