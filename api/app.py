@@ -22,6 +22,7 @@ from api.routes import (
     agents,
     audit,
     budgets,
+    evals,
     health,
     items,
     log,
@@ -83,7 +84,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     )
     app.state.streams = streams
     install_error_handlers(app)
-    routers = (agents, pipelines, items, work, topics, budgets, audit, log, stream, health)
+    routers = (agents, pipelines, evals, items, work, topics, budgets, audit, log, stream, health)
     for module in (*routers, schedules, reports):
         app.include_router(module.router)
     app.include_router(webhooks.router)

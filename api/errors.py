@@ -121,6 +121,7 @@ DOMAIN_ERRORS: list[tuple[type[errors.DomainError], int, str, str]] = [
     (errors.NotFound, 404, "not_found", "Not found"),
     (errors.AlreadyExists, 409, "already_exists", "Already exists"),
     (errors.InvalidPipelineSpec, 422, "validation_error", "Invalid pipeline spec"),
+    (errors.EvalGateRefused, 409, "eval_gate", "Refused by the eval gate"),
     (errors.InvalidCommand, 422, "validation_error", "Invalid command"),
     (errors.LeaseLost, 409, "lease_lost", "Lease lost"),
     (errors.NotLeaseHolder, 403, "forbidden", "Not the lease holder"),

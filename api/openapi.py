@@ -25,7 +25,7 @@ WHY: dict[int, str] = {
     404: "not_found: nothing by that name or id",
     408: "request_timeout: the body stopped arriving",
     409: "a conflict with the current state: already_exists, idempotency_mismatch, "
-    "version_conflict, lease_lost, invalid_state or position_ahead",
+    "version_conflict, lease_lost, invalid_state, position_ahead or eval_gate",
     413: "payload_too_large: the body (or a run's trace) is over the limit",
     422: "validation_error: the request does not parse, or breaks a rule (errors name where)",
     423: "budget_halted: a breaker over this work is open (scope, spent_usd, halt_usd, window)",

@@ -29,6 +29,7 @@ ITEM_FIELDS = (
     "transitions",
     "version",
     "created_by",
+    "eval",
 )
 
 

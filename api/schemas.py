@@ -25,7 +25,7 @@ Role = Annotated[str, Field(pattern=r"^(admin|operator|auditor|agent)$")]
 ScopeName = Annotated[
     str,
     StringConstraints(
-        max_length=107, pattern=r"^(global|(stage|agent|topic):[A-Za-z0-9_.:-]{1,100})$"
+        max_length=107, pattern=r"^(global|eval|(stage|agent|topic):[A-Za-z0-9_.:-]{1,100})$"
     ),
 ]
 IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[\x20-\x7e]{1,200}$")]
@@ -106,6 +106,7 @@ class ItemOut(BaseModel):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    eval: bool = Field(False, description="a case of an eval run, not production work")
 
 
 class ItemListOut(BaseModel):
@@ -130,6 +131,7 @@ class ClaimOut(BaseModel):
     lease: LeaseOut
     input: JsonObject
     outputs: JsonObject
+    eval: bool = Field(False, description="the item is a case of an eval run")
 
 
 class HeartbeatOut(BaseModel):
@@ -297,6 +299,109 @@ class PipelineOut(BaseModel):
     spec: JsonObject
     position: int | None = None
     updated_at: datetime
+    active_version: int | None = Field(
+        None, description="the version new items start on (the latest unless an eval gate waits)"
+    )
+
+
+# -- eval runs -----------------------------------------------------------------------------------
+
+CheckKind = Annotated[
+    str, Field(pattern=r"^(contains|regex|json_schema|max_cost_usd|max_tokens|score)$")
+]
+
+
+class EvalCheckIn(Body):
+    kind: CheckKind = Field(
+        description="contains (value: text), regex (value: pattern), json_schema (value: a "
+        "schema), max_cost_usd, max_tokens (the whole item's), score (value: the least score a "
+        'scorer stage\'s {"score": x} output may have)'
+    )
+    value: Any = Field(description="what the check compares with (see kind)")
+    stage: Name | None = Field(None, description="the stage whose output it reads")
+
+
+class EvalCaseIn(Body):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+    input: JsonObject = Field(default_factory=dict)
+    stage: Name | None = Field(None, description="the stage its checks read (default: the last)")
+    checks: list[EvalCheckIn] = Field(default_factory=list, max_length=20)
+
+
+class EvalCreate(Body):
+    version: Annotated[int, Field(ge=1, le=2**31 - 1), WholeNumber]
+    cases: list[EvalCaseIn] = Field(min_length=1, max_length=100)
+    topic: Name = "eval"
+
+
+class EvalStartedOut(BaseModel):
+    id: str
+    pipeline: str
+    version: int
+    items: list[str]
+    position: int
+
+
+class EvalCheckOut(BaseModel):
+    kind: str
+    stage: str | None
+    passed: bool
+    detail: str
+
+
+class EvalCaseOut(BaseModel):
+    name: str
+    item_id: str
+    status: str = Field(description="running, passed or failed")
+    item_status: str
+    detail: str
+    checks: list[EvalCheckOut]
+    cost_usd: float
+    tokens: Tokens
+
+
+class EvalComparisonOut(BaseModel):
+    active_version: int
+    active_run: str | None
+    pass_rate: float | None
+    cost_per_item_usd: float | None
+    eval_gate: JsonObject | None
+    meets_gate: bool | None = Field(
+        description="whether this run meets the active version's eval gate (null: no gate, or "
+        "the run is still going)"
+    )
+    refusal: str | None
+
+
+class EvalRunOut(BaseModel):
+    id: str
+    pipeline: str
+    version: int
+    topic: str
+    status: str = Field(description="running or finished")
+    total: int
+    passed: int
+    failed: int
+    pass_rate: float
+    cost_usd: float
+    cost_per_item_usd: float
+    started_by: str
+    started_at: datetime
+    position: int
+    cases: list[EvalCaseOut] | None = None
+    compared_with_active: EvalComparisonOut | None = None
+
+
+class EvalRunListOut(BaseModel):
+    runs: list[EvalRunOut]
+
+
+class ActivationOut(BaseModel):
+    name: str
+    active_version: int
+    changed: bool
+    forced: bool
+    position: int
 
 
 class OperatorCommandOut(BaseModel):

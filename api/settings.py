@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         default=500, ge=0, description="outcome routes (`on` entries) a pipeline spec may have"
     )
     max_spec_bytes: int = Field(default=64 * 1024, ge=256, description="a pipeline spec's size")
+    max_eval_cases: int = Field(
+        default=100, ge=1, le=100, description="cases one eval run may have (each an item)"
+    )
     header_timeout_seconds: float = Field(
         default=10.0, gt=0, description="a request's head must arrive within this, or it closes"
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from domain.application import StateOwner
+from domain.application import EVALS_HALTED, StateOwner
 from domain.errors import BudgetHalted, ConcurrentUpdate, NotFound, OutsideScope, StateConflict
 from domain.guards import window_of
 from domain.item import Item
@@ -215,6 +215,8 @@ class Claims:
                 raise BudgetHalted(budget.scope, budget.spent_usd, budget.halt_usd, budget.window)
             if budget.scope.startswith("topic:"):
                 halted_topics.add(budget.scope.removeprefix("topic:"))
+            elif budget.scope == "eval":
+                halted_topics.add(EVALS_HALTED)
         return frozenset(halted_topics)
 
     def _claim_one(

@@ -14,6 +14,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, ProcessRecorder, Recording, Tracking
 
+from domain.activation import Activation
 from domain.agent import Agent
 from domain.budget import Budget, parse_scope
 from domain.errors import (
@@ -23,6 +24,8 @@ from domain.errors import (
     NotFound,
     StateConflict,
 )
+from domain.eval_run import EvalRun, case_item_id
+from domain.evals import MAX_CASES, RunSummary, SchemaProblem, parse_cases
 from domain.guards import window_of
 from domain.item import Item, LeaseEnded, trigger_name
 from domain.pipeline import Pipeline, SpecLimits, accept_spec
@@ -47,6 +50,8 @@ COMMAND_ATTEMPTS = 5
 # A holder's heartbeats and reports race only each other; they must not lose to themselves.
 LEASE_COMMAND_ATTEMPTS = 30
 RETRY_PAUSE_SECONDS = 0.002
+# Stands among the halted topics for the `eval` scope's open breaker (no topic has a space).
+EVALS_HALTED = "scope eval"
 
 
 def utc_now() -> datetime:
@@ -202,12 +207,35 @@ class StateOwner(Application[uuid.UUID]):
     # -- pipelines ----------------------------------------------------------------------------
 
     def put_pipeline(self, name: str, raw_spec: Any, by: By) -> tuple[Pipeline, int]:
+        """Define or revise a pipeline. The new version is active at once unless the active
+        version has an eval gate; then it waits for `activate_version`."""
         spec = accept_spec(raw_spec, self.spec_limits)
-        return self._put(
-            lambda: self.pipeline(name),
-            lambda: Pipeline.define(name, spec, by),
-            lambda pipeline: pipeline.revise(spec, by),
-        )
+
+        def command() -> tuple[Pipeline, int]:
+            try:
+                pipeline = self.pipeline(name)
+            except NotFound:
+                pipeline = Pipeline.define(name, spec, by)
+                return pipeline, self._save(pipeline)
+            latest = pipeline.version
+            activation = self.activation(name)
+            active = self._active_of(activation, latest)
+            active_spec = (
+                pipeline.parsed if active == latest else self.pipeline(name, active).parsed
+            )
+            pipeline.revise(spec, by)
+            if active_spec.eval_gate is None:
+                if activation is None:  # none yet: the latest version runs, as it always did
+                    return pipeline, self._save(pipeline)
+                activation.activate_at_once(pipeline.version, active, by)
+            elif activation is None:  # the gate holds the version active now in place
+                activation = Activation.begin(name, by)
+                activation.activate_at_once(active, None, by)
+            else:
+                return pipeline, self._save(pipeline)
+            return pipeline, self._save(pipeline, activation)
+
+        return self._retrying(command)
 
     def pipeline(self, name: str, version: int | None = None) -> Pipeline:
         return self._get(
@@ -249,12 +277,16 @@ class StateOwner(Application[uuid.UUID]):
         schedule = self.schedule(name)
         spec = schedule.parsed
         item_id = schedule.fire(tick, late=late, missed=missed, by=by)
-        pipeline = self.pipeline(spec.pipeline)
+        latest, active = self.active_version(spec.pipeline)
         new = NewItem(
             spec.pipeline, spec.topic, spec.title.replace("{tick}", tick.isoformat()), spec.input
         )
         item = Item.start(
-            item_id, new, pipeline_version=pipeline.version, spec=pipeline.parsed, by=by
+            item_id,
+            new,
+            pipeline_version=active,
+            spec=self.pipeline_version(latest, active).parsed,
+            by=by,
         )
         return item, self._save(schedule, item)
 
@@ -262,6 +294,97 @@ class StateOwner(Application[uuid.UUID]):
         schedule = self.schedule(name)
         schedule.skip(tick, missed=missed, by=by)
         return self._save(schedule)
+
+    def activation(self, name: str) -> Activation | None:
+        try:
+            return self._get(Activation, Activation.create_id(name), "activation")
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _active_of(activation: Activation | None, latest: int) -> int:
+        if activation is None or activation.active_version is None:
+            return latest
+        return activation.active_version
+
+    def active_version(self, name: str) -> tuple[Pipeline, int]:
+        """The pipeline (latest) and the version new items start on."""
+        pipeline = self.pipeline(name)
+        return pipeline, self._active_of(self.activation(name), pipeline.version)
+
+    def pipeline_version(self, pipeline: Pipeline, version: int) -> Pipeline:
+        if not 1 <= version <= pipeline.version:
+            raise NotFound(f"no version {version} of pipeline {pipeline.name!r}")
+        return pipeline if version == pipeline.version else self.pipeline(pipeline.name, version)
+
+    def activate_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        expected_active: int,
+        candidate: RunSummary | None,
+        active_run: RunSummary | None,
+        force: bool,
+        by: By,
+    ) -> tuple[int, int, bool]:
+        """Make `version` the one new items start on, if the active version's eval gate lets
+        it (judged on the runs given, read for `expected_active`) or `force`. Returns the
+        active version, the position and whether anything changed."""
+
+        def command() -> tuple[int, int, bool]:
+            pipeline, current = self.active_version(name)
+            self.pipeline_version(pipeline, version)
+            if current != expected_active:
+                raise ConcurrentUpdate(f"version {current} became active meanwhile; try again")
+            gate = self.pipeline_version(pipeline, current).parsed.eval_gate
+            activation = self.activation(name) or Activation.begin(name, by)
+            changed = activation.activate(
+                version, current, gate, candidate, active_run, force=force, by=by
+            )
+            if not changed:
+                return current, self.position(), False
+            return version, self._save(activation), True
+
+        return self._retrying(command)
+
+    # -- eval runs --------------------------------------------------------------------------------
+
+    def start_eval(
+        self,
+        name: str,
+        version: int,
+        raw_cases: Any,
+        *,
+        topic: str,
+        run_id: uuid.UUID,
+        fingerprint: str,
+        schema_problem: SchemaProblem,
+        by: By,
+        max_cases: int = MAX_CASES,
+    ) -> tuple[EvalRun, int]:
+        """Start an eval run: each case an eval item on `version`, all appended as one unit."""
+        spec = self.pipeline_version(self.pipeline(name), version).parsed
+        cases = parse_cases(raw_cases, spec.stage_names, schema_problem, max_cases=max_cases)
+        run = EvalRun.start(run_id, name, version, topic, cases, fingerprint, by)
+        items = [
+            Item.start(
+                case_item_id(run_id, index),
+                NewItem(name, topic, f"eval: {case.name}", case.input, fingerprint),
+                pipeline_version=version,
+                spec=spec,
+                by=by,
+                eval=True,
+            )
+            for index, case in enumerate(cases)
+        ]
+        try:
+            return run, self._save(run, *items)
+        except ConcurrentUpdate:
+            raise AlreadyExists(f"eval run {run_id} exists already") from None
+
+    def eval_run(self, run_id: uuid.UUID) -> EvalRun:
+        return self._get(EvalRun, run_id, f"eval run {run_id}")
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -317,12 +440,12 @@ class StateOwner(Application[uuid.UUID]):
     def create_item(
         self, new: NewItem, by: By, item_id: uuid.UUID | None = None
     ) -> tuple[Item, int]:
-        pipeline = self.pipeline(new.pipeline)
+        pipeline, active = self.active_version(new.pipeline)
         item = Item.start(
             item_id or uuid.uuid4(),
             new,
-            pipeline_version=pipeline.version,
-            spec=pipeline.parsed,
+            pipeline_version=active,
+            spec=self.pipeline_version(pipeline, active).parsed,
             by=by,
         )
         return self._create(item, f"item {item.id} exists already")
@@ -336,12 +459,16 @@ class StateOwner(Application[uuid.UUID]):
         halted_topics: frozenset[str] = frozenset(),
         full_pipelines: frozenset[str] = frozenset(),
     ) -> tuple[Item, str, int]:
-        """Claim one ready item. A rival claim that appended first makes this one fail at once."""
+        """Claim one ready item. A rival claim that appended first makes this one fail at once.
+        `halted_topics` names the topics whose breaker is open (and EVALS_HALTED when the
+        `eval` scope's is)."""
         item = self.item(item_id)
         if item.topic in halted_topics:
             raise StateConflict(f"the breaker of topic:{item.topic} is open")
         if item.pipeline in full_pipelines:
             raise StateConflict(f"stage {stage!r} of {item.pipeline!r} is at its max_concurrent")
+        if item.eval and EVALS_HALTED in halted_topics:
+            raise StateConflict("the breaker of the eval scope is open")
         lease_id = item.claim(stage, claimant, self.clock(), by)
         return item, lease_id, self._save(item)
 
@@ -430,17 +557,18 @@ class StateOwner(Application[uuid.UUID]):
         item_id: uuid.UUID | None = None,
         fingerprint: str = "",
     ) -> tuple[Item, int]:
-        """A new item from `source_id`'s `stage` on, on the pipeline's latest version (or the
-        one given), carrying the outputs of the stages before it."""
+        """A new item from `source_id`'s `stage` on, on the pipeline's active version (or the
+        one given: an operator may rerun part of the work on a version not yet active),
+        carrying the outputs of the stages before it."""
         source = self.item(source_id)
-        pipeline = self.pipeline(source.pipeline)
-        if pipeline_version is not None and pipeline_version != pipeline.version:
-            if not 1 <= pipeline_version <= pipeline.version:
-                raise NotFound(
-                    f"pipeline_version: pipeline {source.pipeline!r} has no version "
-                    f"{pipeline_version}; its latest is {pipeline.version}"
-                )
-            pipeline = self.pipeline(source.pipeline, version=pipeline_version)
+        latest, active = self.active_version(source.pipeline)
+        version = active if pipeline_version is None else pipeline_version
+        if not 1 <= version <= latest.version:
+            raise NotFound(
+                f"pipeline_version: pipeline {source.pipeline!r} has no version "
+                f"{version}; its latest is {latest.version}"
+            )
+        pipeline = self.pipeline_version(latest, version)
         item = Item.fork(
             item_id or uuid.uuid4(),
             source,

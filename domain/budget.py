@@ -15,7 +15,7 @@ from domain.recorded import Recorded, RecordedAggregate
 from domain.values import By, Limits
 
 BUDGET_NAMESPACE = uuid.UUID("5a0e2c1d-8b7f-4e3a-9c6d-1f2e3d4c5b06")
-SCOPE_PATTERN = re.compile(r"^(global|(stage|agent|topic):[A-Za-z0-9_.:-]{1,100})$")
+SCOPE_PATTERN = re.compile(r"^(global|eval|(stage|agent|topic):[A-Za-z0-9_.:-]{1,100})$")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class Scope:
 
 def parse_scope(text: str) -> Scope:
     if not SCOPE_PATTERN.match(text):
-        raise InvalidCommand(f"scope {text!r} must be global, stage:NAME, agent:NAME or topic:NAME")
+        raise InvalidCommand(
+            f"scope {text!r} must be global, eval, stage:NAME, agent:NAME or topic:NAME"
+        )
     kind, _, name = text.partition(":")
     return Scope(kind, name or None)
 

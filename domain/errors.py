@@ -91,3 +91,17 @@ class InvalidField(InvalidCommand):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class InvalidEvalCase(InvalidCommand):
+    """An eval case breaks a rule: an unknown check kind, an invalid regex or JSON schema, an
+    unknown stage. `location` names where (`cases[0].checks[1].value`)."""
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(f"{location}: {message}")
+        self.location = location
+        self.message = message
+
+
+class EvalGateRefused(DomainError):
+    """A version's eval results do not meet the active version's eval gate."""

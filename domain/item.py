@@ -192,10 +192,15 @@ class Item(RecordedAggregate):
         resume_stage: str | None
         resume_reason: str
         forked_from: str | None
+        eval: bool
 
     # -- events: each applies one fact to the state ------------------------------------------
 
     class ItemCreated(Aggregate.Created, Recorded):
+        """Version 2 added `eval`: the item is a case of an eval run."""
+
+        class_version = 2
+
         pipeline: str
         pipeline_version: int
         spec: dict[str, Any]
@@ -203,8 +208,14 @@ class Item(RecordedAggregate):
         title: str
         input: dict[str, Any]
         fingerprint: str
+        eval: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["eval"] = False  # items created before evals existed are production items
 
         def apply(self, item: Item) -> None:
+            item.eval = self.eval
             item.pipeline = self.pipeline
             item.pipeline_version = self.pipeline_version
             item.spec = self.spec
@@ -358,6 +369,7 @@ class Item(RecordedAggregate):
         pipeline_version: int,
         spec: PipelineSpec,
         by: By,
+        eval: bool = False,
     ) -> Item:
         """Create the item and make its first stage ready, as one unit of change."""
         item = cls._begin(
@@ -371,6 +383,7 @@ class Item(RecordedAggregate):
             title=new.title,
             input=new.input,
             fingerprint=new.fingerprint,
+            eval=eval,
         )
         item._ready(spec.first_stage, visit=1, attempt=1, reason="created", by=by)
         return item
@@ -407,6 +420,8 @@ class Item(RecordedAggregate):
             title=source.title,
             input=source.input,
             fingerprint=fingerprint,
+            # A fork of an eval case stays out of production spend and reports, as its source.
+            eval=source.eval,
         )
         item._record(
             Item.ItemForked,

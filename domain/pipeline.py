@@ -11,20 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidPipelineSpec
+from domain.errors import InvalidEvalCase, InvalidPipelineSpec
+from domain.evals import EvalGate, parse_gate
 from domain.recorded import Recorded, RecordedAggregate
 from domain.values import By
 
 PIPELINE_NAMESPACE = uuid.UUID("6f1c1b2e-3f57-4a55-9a0e-5a1f3e1f7a01")
 DONE_OUTCOME = "done"
 
+# A stage's fallback (`on_park`) and cap (`max_concurrent`), a spec's exit criteria and eval
+# gate are optional and left out of a spec that has none, so specs stored before them read back
+# the same.
 STAGE_KEYS = {"name", "max_attempts", "lease_seconds", "retry_backoff_seconds", "on"}
-STAGE_KEYS |= {"on_park"}  # a fallback: the stage made ready when the guards park this one
+STAGE_KEYS |= {"on_park", "max_concurrent"}
 SPEC_KEYS = {"stages", "max_visits_per_stage", "max_transitions", "item_budget_usd"}
-# Containment and exit criteria (issue 11): optional, and left out of a spec that has none, so
-# specs stored before them read back the same.
-STAGE_KEYS |= {"max_concurrent"}
-SPEC_KEYS |= {"exit_criteria"}
+SPEC_KEYS |= {"exit_criteria", "eval_gate"}
 # Each criterion, and whether its actual value must be at least (True) or at most the target.
 EXIT_CRITERIA = {
     "items_per_day": True,
@@ -54,6 +55,7 @@ class PipelineSpec:
     max_transitions: int = 50
     item_budget_usd: float | None = None
     exit_criteria: Mapping[str, float] = field(default_factory=dict)
+    eval_gate: EvalGate | None = None
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
@@ -70,6 +72,8 @@ class PipelineSpec:
         return self.stages[0].name
 
     def to_dict(self) -> dict[str, Any]:
+        # A spec without a gate is stored as before the gate existed.
+        gate = {} if self.eval_gate is None else {"eval_gate": self.eval_gate.to_dict()}
         return {
             "stages": [
                 {
@@ -88,6 +92,7 @@ class PipelineSpec:
             "max_transitions": self.max_transitions,
             "item_budget_usd": self.item_budget_usd,
             **({"exit_criteria": dict(self.exit_criteria)} if self.exit_criteria else {}),
+            **gate,
         }
 
 
@@ -218,6 +223,10 @@ def parse_spec(raw: Any) -> PipelineSpec:
                 f"stage {stage.name!r} falls back (on_park) to unknown stage {stage.on_park!r}"
             )
     budget = raw.get("item_budget_usd")
+    try:
+        gate = None if raw.get("eval_gate") is None else parse_gate(raw["eval_gate"])
+    except InvalidEvalCase as error:
+        raise InvalidPipelineSpec(str(error)) from None
     return PipelineSpec(
         stages=stages,
         max_visits_per_stage=_positive_number(
@@ -233,6 +242,7 @@ def parse_spec(raw: Any) -> PipelineSpec:
         if budget is None
         else float(_positive_number(budget, "item_budget_usd", high=MAX_ITEM_BUDGET_USD)),
         exit_criteria=_exit_criteria(raw.get("exit_criteria")),
+        eval_gate=gate,
     )
 
 

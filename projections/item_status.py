@@ -32,6 +32,10 @@ class ItemStatusView(View):
                 "position bigint NOT NULL, created_by text NOT NULL, created_at timestamptz NOT NULL, "
                 "updated_at timestamptz NOT NULL)"
             ).format(table),
+            # Added after release 0.1.0: a column of its own, so a table made before gains it.
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS eval boolean NOT NULL DEFAULT false"
+            ).format(table),
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} (stage, status, ready_at, position)"
             ).format(sql.Identifier("item_status_ready_idx"), table),
@@ -78,8 +82,8 @@ class ItemStatusView(View):
             sql.SQL(
                 "INSERT INTO {} (item_id, pipeline, pipeline_version, topic, title, stage, status, "
                 "visit, attempt, visits, transitions, cost_usd, tokens_in, tokens_out, version, "
-                "position, created_by, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, '', "
-                "'ready', 0, 0, '{{}}', 0, 0, 0, 0, %s, %s, %s, %s, %s)"
+                "position, created_by, created_at, updated_at, eval) VALUES (%s, %s, %s, %s, %s, '', "
+                "'ready', 0, 0, '{{}}', 0, 0, 0, 0, %s, %s, %s, %s, %s, %s)"
             ).format(self.table("item_status")),
             (
                 event.originator_id,
@@ -92,6 +96,7 @@ class ItemStatusView(View):
                 event.actor,
                 event.timestamp,
                 event.timestamp,
+                event.eval,
             ),
         )
 

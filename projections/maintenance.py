@@ -14,6 +14,7 @@ from psycopg import sql
 from projections.agents import AgentsView
 from projections.audit import AuditView
 from projections.base import View, ViewGroup
+from projections.evals import EvalsView
 from projections.follower import read_batch
 from projections.item_status import ItemStatusView
 from projections.poison import DeadLetters
@@ -27,7 +28,7 @@ VIEWS: dict[str, type[View]] = {
     view.name: view
     for view in (
         *(ItemStatusView, TopicsView, AgentsView, SpendView, BudgetsView, AuditView),
-        *(SchedulesView, LimitsView, ReportView),
+        *(SchedulesView, LimitsView, ReportView, EvalsView),
     )
 }
 SHADOW_SCHEMA = "stateowner_shadow"

@@ -280,6 +280,27 @@ class Queries:
     def agents(self) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM agents ORDER BY name")
 
+    # -- eval runs ----------------------------------------------------------------------------
+
+    def eval_runs(
+        self, pipeline: str, version: int | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """A pipeline's eval runs (of one version), newest first, each with its cases."""
+        with self.pool.connection() as conn:
+            runs = conn.execute(
+                "SELECT * FROM eval_runs WHERE pipeline = %(pipeline)s AND "
+                "(%(version)s::int IS NULL OR version = %(version)s::int) "
+                "ORDER BY position DESC LIMIT %(limit)s",
+                {"pipeline": pipeline, "version": version, "limit": limit},
+            ).fetchall()
+            return _with_cases(conn, runs)
+
+    def eval_run(self, run_id: uuid.UUID) -> dict[str, Any] | None:
+        with self.pool.connection() as conn:
+            runs = conn.execute("SELECT * FROM eval_runs WHERE run_id = %s", (run_id,)).fetchall()
+            found = _with_cases(conn, runs)
+        return found[0] if found else None
+
     # -- budgets --------------------------------------------------------------------------------
 
     def budgets(self, window: str, scopes: Sequence[str] | None = None) -> list[BudgetStatus]:
@@ -556,6 +577,17 @@ class Queries:
     def log_head(self) -> int:
         with self.pool.connection() as conn:
             return _log_head(conn)
+
+
+def _with_cases(conn: Connection[DictRow], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    cases: dict[uuid.UUID, list[dict[str, Any]]] = {run["run_id"]: [] for run in runs}
+    if runs:
+        for row in conn.execute(
+            "SELECT * FROM eval_cases WHERE run_id = ANY(%s) ORDER BY run_id, ordinal",
+            (list(cases),),
+        ):
+            cases[row["run_id"]].append(row)
+    return [{**run, "case_rows": cases[run["run_id"]]} for run in runs]
 
 
 def _topic_inventory(conn: Connection[DictRow], names: Sequence[str]) -> dict[str, dict[str, Any]]:

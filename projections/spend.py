@@ -1,5 +1,6 @@
-"""spend: what was spent per scope and UTC day, from the cost on completions and failures;
-budgets: each scope's limits and its breaker's last alert, opening and reset."""
+"""spend: what was spent per scope and UTC day, from the cost on completions and failures (an
+eval item's only in scope `eval`, apart from production); budgets: each scope's limits and its
+breaker's last alert, opening and reset."""
 
 from __future__ import annotations
 
@@ -29,15 +30,18 @@ class SpendView(View):
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (item_id uuid PRIMARY KEY, topic text NOT NULL)"
             ).format(self.table("spend_items")),
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS eval boolean NOT NULL DEFAULT false"
+            ).format(self.table("spend_items")),
         ]
 
     @handles(Item.ItemCreated)
     def item_created(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         curs.execute(
-            sql.SQL("INSERT INTO {} (item_id, topic) VALUES (%s, %s)").format(
+            sql.SQL("INSERT INTO {} (item_id, topic, eval) VALUES (%s, %s, %s)").format(
                 self.table("spend_items")
             ),
-            (event.originator_id, event.topic),
+            (event.originator_id, event.topic, event.eval),
         )
 
     @handles(LeaseReported)
@@ -47,8 +51,8 @@ class SpendView(View):
             lambda: sql.SQL(
                 "INSERT INTO {spend} (window_day, scope, spent_usd, tokens_in, tokens_out, reports) "
                 "SELECT %(window)s, s.scope, %(cost)s, %(tokens_in)s, %(tokens_out)s, 1 "
-                "FROM {items} i, unnest(ARRAY['global', 'stage:' || %(stage)s, "
-                "'agent:' || %(agent)s, 'topic:' || i.topic]) AS s(scope) "
+                "FROM {items} i, unnest(CASE WHEN i.eval THEN ARRAY['eval'] ELSE ARRAY['global', "
+                "'stage:' || %(stage)s, 'agent:' || %(agent)s, 'topic:' || i.topic] END) AS s(scope) "
                 "WHERE i.item_id = %(item_id)s "
                 "ON CONFLICT (window_day, scope) DO UPDATE SET "
                 "spent_usd = {spend}.spent_usd + EXCLUDED.spent_usd, "

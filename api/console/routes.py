@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
@@ -35,6 +35,7 @@ from api.console.web import (
 from api.container import Container
 from api.deps import request_context, wait_for_view
 from api.errors import Problem
+from api.evals import activate, run_body
 from api.presenters import event_body, item_from_aggregate, runs_of
 from api.routes.agents import rotate_token_for
 from api.routes.log import projection_statuses
@@ -54,6 +55,7 @@ STUCK_ROWS = 8
 LEASE_WARNING = timedelta(seconds=60)
 STATUSES = ("ready", "claimed", "advancing", "parked", "halted", "done", "cancelled")
 INCIDENTS = {"ItemParked": "parked", "ItemHalted": "halted", "BreakerOpened": "breaker opened"}
+EVAL_RUNS = 10
 ITEM_COMMANDS: dict[str, tuple[Callable[..., Any], str]] = {
     "retry": (lambda app: app.retry_item, "retried"),
     "cancel": (lambda app: app.cancel_item, "cancelled"),
@@ -589,6 +591,7 @@ def pipelines(request: Request, user: UserDep, container: ConsoleContainer) -> H
             {
                 "name": name,
                 "version": pipeline.version,
+                "active": container.app.active_version(name)[1],
                 "stages": pipeline.parsed.stage_names,
                 "updated_at": pipeline.modified_on,
                 "item_count": counts.get(name, 0),
@@ -605,7 +608,21 @@ def _spec_text(spec: dict[str, Any]) -> str:
 def pipeline_page(
     name: str, request: Request, user: UserDep, container: ConsoleContainer
 ) -> HTMLResponse:
-    """A pipeline's versions, one spec, and the diff between two versions."""
+    notice = "Activated." if request.query_params.get("done") == "activated" else None
+    return _pipeline_page(name, request, user, container, [], notice)
+
+
+def _pipeline_page(
+    name: str,
+    request: Request,
+    user: User,
+    container: Container,
+    problems: list[str],
+    notice: str | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """A pipeline's versions (the active one marked), one spec, the diff between two versions,
+    and its eval runs with each case."""
     app = container.app
     try:
         latest = app.pipeline(name)
@@ -642,6 +659,7 @@ def pipeline_page(
                 lineterm="",
             )
         )
+    _, active = app.active_version(name)
     return page(
         request,
         "pipeline.html",
@@ -649,12 +667,39 @@ def pipeline_page(
         name=name,
         versions=list(reversed(versions)),
         latest=latest.version,
+        active=active,
+        gated=app.pipeline_version(latest, active).parsed.eval_gate is not None,
         shown=shown,
         compare=compare,
         spec=_spec_text(spec),
         diff=diff,
-        problems=query.problems,
+        eval_runs=[run_body(run) for run in container.queries.eval_runs(name, limit=EVAL_RUNS)],
+        problems=[*query.problems, *problems],
+        notice=notice,
+        status_code=status_code,
     )
+
+
+@router.post("/pipelines/{name}/versions/{version}/activate")
+async def activate_page(
+    name: str, version: int, request: Request, user: UserDep, container: ConsoleContainer
+) -> Response:
+    """Activate a version (operators; forcing past the eval gate, admins): refused by the gate,
+    the page says why."""
+    fields = await checked_form(request, user)
+    require_role(user, Role.OPERATOR)
+    force = fields.get("force") == "true"
+    if force:
+        require_role(user, Role.ADMIN)
+    try:
+        await run_in_threadpool(activate, container, name, version, force, _by(request, user))
+    except NotFound as error:
+        raise HTTPException(404, str(error)) from None
+    except DomainError as error:
+        return await run_in_threadpool(
+            _pipeline_page, name, request, user, container, [f"Refused: {error}"], None, 409
+        )
+    return see_other(f"/pipelines/{quote(name)}?done=activated")
 
 
 # -- audit and projections -----------------------------------------------------------------------

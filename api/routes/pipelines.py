@@ -99,17 +99,32 @@ SPEC_SCHEMA = {
                 for name in EXIT_CRITERIA
             },
         },
+        "eval_gate": {
+            "type": ["object", "null"],
+            "description": "while this version is active, a new version waits for an activation "
+            "its eval results must earn (see POST .../versions/{version}/activate)",
+            "additionalProperties": False,
+            "properties": {
+                "tolerance": {"type": "number", "minimum": 0, "maximum": 1},
+                "max_cost_ratio": {
+                    "type": ["number", "null"],
+                    "exclusiveMinimum": 0,
+                    "maximum": 1000,
+                },
+            },
+        },
     },
 }
 
 
-def _body(pipeline: Pipeline, position: int | None) -> dict[str, Any]:
+def _body(pipeline: Pipeline, position: int | None, active_version: int) -> dict[str, Any]:
     return {
         "name": pipeline.name,
         "version": pipeline.version,
         "spec": pipeline.spec,
         "position": position,
         "updated_at": pipeline.modified_on,
+        "active_version": active_version,
     }
 
 
@@ -156,7 +171,8 @@ async def put_pipeline(
     """Define or revise a pipeline; every PUT makes a new version."""
     spec = await _spec_from(request, container.settings.max_json_depth)
     pipeline, position = await run_in_threadpool(container.app.put_pipeline, name, spec, by)
-    return _body(pipeline, position)
+    _, active = await run_in_threadpool(container.app.active_version, name)
+    return _body(pipeline, position, active)
 
 
 @router.get("/{name}", response_model=PipelineOut, responses=problems(404))
@@ -166,4 +182,5 @@ def get_pipeline(
     app: AppDep,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> dict[str, Any]:
-    return _body(app.pipeline(name, version=version), None)
+    _, active = app.active_version(name)
+    return _body(app.pipeline(name, version=version), None, active)

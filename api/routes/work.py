@@ -63,6 +63,7 @@ async def claim(
         },
         "input": item.input,
         "outputs": item.outputs,
+        "eval": item.eval,
     }
 
 

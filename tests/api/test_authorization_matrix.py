@@ -33,6 +33,11 @@ POLICY: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/schedules/{name}"): SIGNED_IN,
     ("DELETE", "/v1/schedules/{name}"): OPERATORS,
     ("GET", "/v1/pipelines/{name}"): SIGNED_IN,
+    ("POST", "/v1/pipelines/{name}/evals"): OPERATORS,
+    ("GET", "/v1/pipelines/{name}/evals"): SIGNED_IN,
+    ("GET", "/v1/pipelines/{name}/evals/{run_id}"): SIGNED_IN,
+    # Forcing past the eval gate is an admin's alone (403 for an operator, test_evals.py).
+    ("POST", "/v1/pipelines/{name}/versions/{version}/activate"): OPERATORS,
     ("POST", "/v1/items"): {ADMIN, OPERATOR, AGENT},
     ("GET", "/v1/items"): SIGNED_IN,
     ("GET", "/v1/items/{item_id}"): SIGNED_IN,
@@ -82,6 +87,7 @@ PATH_VALUES = {
     "lease_id": "0" * 48,
     "scope": "global",
     "delivery_id": "00000000-0000-0000-0000-000000000000",
+    "run_id": "00000000-0000-0000-0000-000000000000",
 }
 
 

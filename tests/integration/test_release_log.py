@@ -24,9 +24,10 @@ from tests.helpers import Api
 pytestmark = pytest.mark.integration
 
 STAGES = ["research", "draft", "edit", "publish"]
-# State folded from the same events since release 0.1.0: who holds each lease (issue 8), an
-# agent's cap on its leases, the item an item was forked from (issue 11).
-ADDED_SINCE = {"lease_holders", "max_concurrent_leases", "forked_from"}
+# State folded from the same events since release 0.1.0: who holds each lease (issue 8); an
+# agent's cap on its leases, the item an item was forked from, and whether an item is an eval case
+# (ItemCreated version 2, upcast to False) (issue 11).
+ADDED_SINCE = {"lease_holders", "max_concurrent_leases", "forked_from", "eval"}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def test_every_aggregate_folds_to_the_state_the_release_folded(app: StateOwner) 
         # Later releases may fold more from the same events; what the release held stays.
         assert {name: state[name] for name in expected[key]} == expected[key], key
         assert set(state) - set(expected[key]) <= ADDED_SINCE
+        assert state.get("eval") in (None, False)  # an old item is a production item
 
 
 def test_old_report_fingerprints_still_tell_a_repeat(app: StateOwner) -> None:

@@ -248,3 +248,37 @@ def test_the_live_feed_streams_new_events(live: LiveService, admin: Client) -> N
     admin.create_item(it.pipeline, topic, "streamed")
     assert found.wait(30)
     assert all(event.position > after for event in seen)
+
+
+def test_an_eval_run_and_an_activation_through_the_client(live: LiveService, admin: Client) -> None:
+    """Start an eval run, let an agent work its case, read the results, activate through the
+    gate; a repeat under the same key is the same run."""
+    it = setup(admin, eval_gate={"tolerance": 0.0})
+    cases = [{"name": "says hi", "checks": [{"kind": "contains", "value": "hi"}]}]
+    started = admin.start_eval(it.pipeline, 1, cases, idempotency_key="run-1")
+    assert admin.start_eval(it.pipeline, 1, cases, idempotency_key="run-1").id == started.id
+    with Client(live.base, it.token) as agent:
+        for stage in (it.draft, it.publish):
+            claim = agent.claim(stage, wait_seconds=10)
+            assert claim is not None
+            assert claim.eval
+            assert claim.item.eval
+            agent.complete(claim.lease.id, output={"text": "hi there"})
+    run = wait_for(
+        "the eval run to finish",
+        lambda: (
+            (r := admin.get_eval(it.pipeline, started.id, min_position=started.position)).status
+            == "finished"
+            and r
+        ),
+    )
+    assert (run.passed, run.pass_rate) == (1, 1.0)
+    assert run.cases is not None
+    assert run.cases[0].checks[0].passed
+    assert [r.id for r in admin.list_evals(it.pipeline, version=1)] == [started.id]
+    assert admin.put_pipeline(it.pipeline, {"stages": [{"name": it.draft}]}).active_version == 1
+    with pytest.raises(so.EvalGateRefused):
+        admin.activate_version(it.pipeline, 2)
+    forced = admin.activate_version(it.pipeline, 2, force=True)
+    assert (forced.active_version, forced.forced) == (2, True)
+    assert admin.get_pipeline(it.pipeline).active_version == 2

@@ -16,12 +16,15 @@ from domain.budget import Budget
 from domain.errors import (
     AlreadyExists,
     ConcurrentUpdate,
+    EvalGateRefused,
+    InvalidEvalCase,
     LeaseLost,
     NotFound,
     RepeatedCompletion,
     StateConflict,
 )
 from domain.item import Item, LeaseEnded, Status
+from domain.schedule import ScheduleSpec
 from domain.values import (
     By,
     Claimant,
@@ -302,3 +305,93 @@ class TestTopicsAgentsBudgets:
             app.reset_breaker("global", OPS)
         clock.now += timedelta(days=1)
         assert app.reset_breaker("global", OPS)[0].reset_windows[-1] == "2026-03-02"
+
+
+class TestActiveVersions:
+    GATED = {**SPEC, "eval_gate": {"tolerance": 0.0}}
+
+    def test_without_a_gate_every_version_is_active_at_once_and_nothing_more_is_written(
+        self, app: StateOwner
+    ) -> None:
+        """A pipeline that never had a gate runs its latest version, as before evals existed."""
+        app.put_pipeline("article", SPEC, OPS)
+        assert app.active_version("article")[1] == 2
+        assert app.activation("article") is None
+
+    def test_a_gate_holds_new_versions_back_until_one_is_activated(self, app: StateOwner) -> None:
+        """Version 2 carries a gate and is active at once; version 3 waits behind it; items start
+        on version 2 until version 3 is forced in."""
+        app.put_pipeline("article", self.GATED, OPS)
+        app.put_pipeline("article", SPEC, OPS)
+        assert app.active_version("article")[1] == 2
+        item, _ = app.create_item(_new(), OPS)
+        assert item.pipeline_version == 2
+        with pytest.raises(EvalGateRefused):
+            app.activate_version(
+                "article",
+                3,
+                expected_active=2,
+                candidate=None,
+                active_run=None,
+                force=False,
+                by=OPS,
+            )
+        with pytest.raises(ConcurrentUpdate):
+            app.activate_version(
+                "article", 3, expected_active=1, candidate=None, active_run=None, force=True, by=OPS
+            )
+        active, _, changed = app.activate_version(
+            "article", 3, expected_active=2, candidate=None, active_run=None, force=True, by=OPS
+        )
+        assert (active, changed) == (3, True)
+        assert app.create_item(_new(), OPS)[0].pipeline_version == 3
+        with pytest.raises(NotFound):
+            app.activate_version(
+                "article", 9, expected_active=3, candidate=None, active_run=None, force=True, by=OPS
+            )
+
+    def test_scheduled_and_forked_items_start_on_the_active_version_too(
+        self, app: StateOwner
+    ) -> None:
+        """A schedule's tick and a fork without a version take the active version, not the
+        newest one waiting behind the gate; a fork may still name the newer one."""
+        app.put_pipeline("article", self.GATED, OPS)
+        app.put_pipeline("article", SPEC, OPS)
+        app.put_schedule(
+            "hourly", ScheduleSpec("article", "news", "Hourly", every_seconds=3600), OPS
+        )
+        tick = datetime(2026, 11, 26, 12, tzinfo=UTC)
+        scheduled, _ = app.fire_schedule("hourly", tick, late=False, missed=0, by=OPS)
+        assert scheduled.pipeline_version == 2
+        forked, _ = app.fork_item(scheduled.id, "draft", OPS)
+        assert forked.pipeline_version == 2
+        newer, _ = app.fork_item(scheduled.id, "draft", OPS, pipeline_version=3)
+        assert newer.pipeline_version == 3
+
+    def test_an_eval_run_and_its_items_are_one_unit(self, app: StateOwner) -> None:
+        """Each case is an eval item on the run's version; a bad case appends nothing."""
+        head = app.position()
+        with pytest.raises(InvalidEvalCase):
+            app.start_eval(
+                "article",
+                1,
+                [{"name": "a", "checks": [{"kind": "regex", "value": "("}]}],
+                topic="eval",
+                run_id=uuid.uuid4(),
+                fingerprint="f",
+                schema_problem=lambda schema: None,
+                by=OPS,
+            )
+        assert app.position() == head
+        run, _ = app.start_eval(
+            "article",
+            1,
+            [{"name": "a"}, {"name": "b"}],
+            topic="eval",
+            run_id=uuid.uuid4(),
+            fingerprint="f",
+            schema_problem=lambda schema: None,
+            by=OPS,
+        )
+        items = [app.item(item_id) for item_id in run.item_ids()]
+        assert [(i.eval, i.pipeline_version, i.stage) for i in items] == [(True, 1, "draft")] * 2

@@ -8,6 +8,7 @@ from stateowner_client.errors import (
     AlreadyExists,
     BudgetHalted,
     Conflict,
+    EvalGateRefused,
     Forbidden,
     IdempotencyMismatch,
     InvalidState,
@@ -26,12 +27,17 @@ from stateowner_client.errors import (
     VersionConflict,
 )
 from stateowner_client.models import (
+    Activation,
     Agent,
     AuditEntry,
     Budget,
     Claim,
     Delivery,
     DeliveryCounts,
+    EvalCase,
+    EvalCheck,
+    EvalRun,
+    EvalStarted,
     Event,
     EventPage,
     Health,
@@ -54,6 +60,7 @@ from stateowner_client.trace import ToolCall, Trace
 from stateowner_client.worker import Job, NonRetryable, Result, Worker, WorkerStats
 
 __all__ = [
+    "Activation",
     "Agent",
     "AlreadyExists",
     "AsyncClient",
@@ -65,6 +72,11 @@ __all__ = [
     "Conflict",
     "Delivery",
     "DeliveryCounts",
+    "EvalCase",
+    "EvalCheck",
+    "EvalGateRefused",
+    "EvalRun",
+    "EvalStarted",
     "Event",
     "EventPage",
     "Forbidden",

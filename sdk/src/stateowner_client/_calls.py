@@ -13,11 +13,14 @@ from urllib.parse import quote
 import httpx
 
 from stateowner_client.models import (
+    Activation,
     Agent,
     AuditEntry,
     Budget,
     Claim,
     Delivery,
+    EvalRun,
+    EvalStarted,
     EventPage,
     Health,
     Heartbeat,
@@ -192,6 +195,37 @@ def put_pipeline(name: str, spec: Mapping[str, Any] | str) -> Call[Pipeline]:
 def get_pipeline(name: str, version: int | None) -> Call[Pipeline]:
     path = f"/v1/pipelines/{segment(name)}"
     return Call("GET", path, _one(Pipeline), params=_params(version=version))
+
+
+def start_eval(
+    pipeline: str,
+    version: int,
+    cases: Sequence[Mapping[str, Any]],
+    topic: str | None,
+    idempotency_key: str | None,
+) -> Call[EvalStarted]:
+    path = f"/v1/pipelines/{segment(pipeline)}/evals"
+    body: dict[str, Any] = {"version": version, "cases": [dict(case) for case in cases]}
+    if topic is not None:
+        body["topic"] = topic
+    return Call("POST", path, _one(EvalStarted), json=body, headers=_key(idempotency_key))
+
+
+def get_eval(pipeline: str, run_id: str, min_position: int | None) -> Call[EvalRun]:
+    path = f"/v1/pipelines/{segment(pipeline)}/evals/{segment(run_id)}"
+    return Call("GET", path, _one(EvalRun), params=_params(min_position=min_position))
+
+
+def list_evals(pipeline: str, version: int | None, limit: int | None) -> Call[list[EvalRun]]:
+    path = f"/v1/pipelines/{segment(pipeline)}/evals"
+    params = _params(version=version, limit=limit)
+    return Call("GET", path, _each(EvalRun, "runs"), params=params)
+
+
+def activate_version(pipeline: str, version: int, force: bool) -> Call[Activation]:
+    path = f"/v1/pipelines/{segment(pipeline)}/versions/{version}/activate"
+    params = {"force": "true"} if force else None
+    return Call("POST", path, _one(Activation), params=params)
 
 
 # -- items ----------------------------------------------------------------------------------------

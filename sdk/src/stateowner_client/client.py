@@ -26,11 +26,14 @@ from stateowner_client.errors import (
     problem_from,
 )
 from stateowner_client.models import (
+    Activation,
     Agent,
     AuditEntry,
     Budget,
     Claim,
     Delivery,
+    EvalRun,
+    EvalStarted,
     Event,
     EventPage,
     Health,
@@ -208,6 +211,31 @@ class Client:
 
     def get_pipeline(self, name: str, *, version: int | None = None) -> Pipeline:
         return self._send(calls.get_pipeline(name, version))
+
+    def start_eval(
+        self,
+        pipeline: str,
+        version: int,
+        cases: Sequence[Mapping[str, Any]],
+        *,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> EvalStarted:
+        """Run a reference set against a version; each case becomes an eval item on it."""
+        return self._send(calls.start_eval(pipeline, version, cases, topic, idempotency_key))
+
+    def get_eval(self, pipeline: str, run_id: str, *, min_position: int | None = None) -> EvalRun:
+        return self._send(calls.get_eval(pipeline, run_id, min_position))
+
+    def list_evals(
+        self, pipeline: str, *, version: int | None = None, limit: int | None = None
+    ) -> list[EvalRun]:
+        return self._send(calls.list_evals(pipeline, version, limit))
+
+    def activate_version(self, pipeline: str, version: int, *, force: bool = False) -> Activation:
+        """Make `version` the one new items start on; EvalGateRefused when its eval results do
+        not meet the active version's gate (an admin may `force`)."""
+        return self._send(calls.activate_version(pipeline, version, force))
 
     # -- items ----------------------------------------------------------------------------------
 
@@ -615,6 +643,32 @@ class AsyncClient:
 
     async def get_pipeline(self, name: str, *, version: int | None = None) -> Pipeline:
         return await self._send(calls.get_pipeline(name, version))
+
+    async def start_eval(
+        self,
+        pipeline: str,
+        version: int,
+        cases: Sequence[Mapping[str, Any]],
+        *,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> EvalStarted:
+        return await self._send(calls.start_eval(pipeline, version, cases, topic, idempotency_key))
+
+    async def get_eval(
+        self, pipeline: str, run_id: str, *, min_position: int | None = None
+    ) -> EvalRun:
+        return await self._send(calls.get_eval(pipeline, run_id, min_position))
+
+    async def list_evals(
+        self, pipeline: str, *, version: int | None = None, limit: int | None = None
+    ) -> list[EvalRun]:
+        return await self._send(calls.list_evals(pipeline, version, limit))
+
+    async def activate_version(
+        self, pipeline: str, version: int, *, force: bool = False
+    ) -> Activation:
+        return await self._send(calls.activate_version(pipeline, version, force))
 
     # -- items ----------------------------------------------------------------------------------
 

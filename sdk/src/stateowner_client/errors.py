@@ -76,6 +76,10 @@ class InvalidState(Conflict):
     """409: the item's state does not allow the command."""
 
 
+class EvalGateRefused(Conflict):
+    """409: the version's eval results do not meet the active version's eval gate."""
+
+
 class PayloadTooLarge(ProblemError):
     """413: the body, or a run's trace, is over the service's limit."""
 
@@ -126,6 +130,7 @@ BY_CODE: dict[str, type[ProblemError]] = {
     "idempotency_mismatch": IdempotencyMismatch,
     "already_exists": AlreadyExists,
     "invalid_state": InvalidState,
+    "eval_gate": EvalGateRefused,
     "payload_too_large": PayloadTooLarge,
     "validation_error": ValidationError,
     "budget_halted": BudgetHalted,

@@ -47,6 +47,7 @@ class Item:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     forked_from: str | None = None  # on a fork's answer: the item it was forked from
+    eval: bool = False  # a case of an eval run, not production work
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -67,6 +68,7 @@ class Claim:
     lease: Lease
     input: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    eval: bool = False
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -140,6 +142,72 @@ class Pipeline:
     spec: dict[str, Any] = field(default_factory=dict)
     position: int | None = None
     updated_at: datetime | None = None
+    active_version: int | None = None  # the version new items start on
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EvalStarted:
+    """An eval run just started: its id, and its cases' eval items."""
+
+    id: str
+    pipeline: str = ""
+    version: int = 0
+    items: list[str] = field(default_factory=list)
+    position: int = 0
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EvalCheck:
+    kind: str
+    stage: str | None = None
+    passed: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    name: str
+    item_id: str = ""
+    status: str = ""  # running, passed or failed
+    item_status: str = ""
+    detail: str = ""
+    checks: list[EvalCheck] = field(default_factory=list)
+    cost_usd: float = 0.0
+    tokens: Tokens = field(default_factory=Tokens)
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """An eval run's results (`cases` only when one run is read)."""
+
+    id: str
+    pipeline: str = ""
+    version: int = 0
+    status: str = ""  # running or finished
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    pass_rate: float = 0.0
+    cost_usd: float = 0.0
+    cost_per_item_usd: float = 0.0
+    started_by: str = ""
+    started_at: datetime | None = None
+    position: int = 0
+    cases: list[EvalCase] | None = None
+    # Beside the active version's latest finished run, and what its eval gate says of this one.
+    compared_with_active: dict[str, Any] | None = None
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    active_version: int = 0
+    changed: bool = False
+    forced: bool = False
+    position: int = 0
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
 
 

@@ -105,6 +105,11 @@ class Job:
     def attempt(self) -> int:
         return self.lease.attempt
 
+    @property
+    def eval(self) -> bool:
+        """The item is a case of an eval run (a scorer stage may answer {"score": x})."""
+        return self.item.eval
+
 
 Handler = Callable[[Job], Result] | Callable[[Job], Awaitable[Result]]
 H = TypeVar("H", bound=Handler)
