@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from api.deps import AnyPrincipal, ContainerDep
+from api.evals import latest_finished
 from api.openapi import problems
 from api.schemas import Name
 from domain.pipeline import EXIT_CRITERIA
@@ -60,7 +61,9 @@ def _seconds(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def measure(pipeline: str, days: int, row: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    pipeline: str, days: int, row: dict[str, Any], quality_pass_rate: float | None = None
+) -> dict[str, Any]:
     """The report's figures from the projection's totals (pure: no I/O)."""
     items, done = int(row["items"]), int(row["done"])
     ended = done + int(row["parked"]) + int(row["halted"]) + int(row["cancelled"])
@@ -95,8 +98,8 @@ def measure(pipeline: str, days: int, row: dict[str, Any]) -> dict[str, Any]:
         },
         "incidents": sum(incidents.values()),
         "incidents_by_kind": incidents,
-        # Measured by the evaluation harness's runs, where there are any; none here yet.
-        "quality_pass_rate": None,
+        # The quality signal that needs no human: the active version's latest finished eval run.
+        "quality_pass_rate": quality_pass_rate,
     }
 
 
@@ -132,7 +135,13 @@ def pipeline_report(
     """The last `days` days of production items (eval items left out): volume, outcomes, cost
     per item, end-to-end and per-stage waiting vs working times, incidents, and each of the
     spec's `exit_criteria` met or not."""
-    pipeline = container.app.pipeline(name)
+    pipeline, active = container.app.active_version(name)
     since = container.app.clock() - timedelta(days=days)
-    report = measure(name, days, container.queries.pipeline_report(name, since))
+    quality = latest_finished(container.queries, name, active)
+    report = measure(
+        name,
+        days,
+        container.queries.pipeline_report(name, since),
+        None if quality is None else quality.pass_rate,
+    )
     return {**report, "criteria": judge(report, dict(pipeline.parsed.exit_criteria))}

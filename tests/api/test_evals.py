@@ -242,6 +242,28 @@ def test_a_parked_case_fails_and_eval_spend_stays_out_of_production(api: Api) ->
     assert spent["global"] == 0
 
 
+def test_the_report_leaves_eval_items_out_and_takes_quality_from_the_active_runs(
+    api: Api,
+) -> None:
+    """The pipeline's report counts only production items, and its quality pass rate is the
+    active version's latest finished eval run."""
+    api.settle()
+    items = api.client.get(
+        "/v1/items", params={"pipeline": "summaries", "limit": 200}, headers=api.admin
+    ).json()["items"]
+    production = [item for item in items if not item["eval"]]
+    assert production and len(production) < len(items)
+    active = api.client.get("/v1/pipelines/summaries", headers=api.admin).json()["active_version"]
+    runs = api.client.get(
+        "/v1/pipelines/summaries/evals", params={"version": active}, headers=api.admin
+    ).json()["runs"]
+    latest = next(run for run in runs if run["status"] == "finished")
+    report = api.client.get("/v1/pipelines/summaries/report", headers=api.admin).json()
+    assert report["items"] == len(production)
+    assert report["cancelled"] == len(production)
+    assert report["quality_pass_rate"] == latest["pass_rate"]
+
+
 def test_bad_eval_input_is_refused_naming_the_field(api: Api) -> None:
     def refused(body: dict[str, Any]) -> dict[str, Any]:
         response = api.client.post(
