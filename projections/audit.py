@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from domain.item import Item
-from projections.base import View
+from projections.base import Fold, View
 
 
 class AuditView(View):
@@ -61,3 +61,43 @@ class AuditView(View):
                 getattr(event, "caused_by", None),
             ),
         )
+
+
+class AuditFold(Fold):
+    """One row per event and never a change: kept as tuples, in the order of the log."""
+
+    view = AuditView
+    columns = (
+        "position",
+        "at",
+        "actor",
+        "type",
+        "aggregate",
+        "aggregate_id",
+        "version",
+        "item_id",
+        "caused_by",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audit: list[tuple[Any, ...]] = []
+
+    def apply_event(self, event: Any, position: int) -> None:
+        event_class = type(event)
+        self.audit.append(
+            (
+                position,
+                event.timestamp,
+                getattr(event, "actor", None),
+                event_class.__name__,
+                event_class.__qualname__.split(".")[0],
+                event.originator_id,
+                event.originator_version,
+                event.originator_id if isinstance(event, Item.Event) else None,
+                getattr(event, "caused_by", None),
+            )
+        )
+
+    def rows(self, table: str) -> tuple[Sequence[str], Iterable[Sequence[Any]]]:
+        return self.columns, self.audit
