@@ -353,20 +353,27 @@ class Fold:
     FoldConflict. Tests hold both to the same rows on the same log."""
 
     view: ClassVar[type[View]]
+    # Rows are keyed by their primary key; a UUID by its .int, which hashes in C.
     # Columns kept as Python objects and written as jsonb.
     jsonb: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Row]] = {table: {} for table in self.view.tables}
-        self._methods: dict[type, Callable[[Any, int], None]] = {}
+
+    def method_for(self, event_class: type) -> Callable[[Any, int], None] | None:
+        """What applies events of this class; None when the view ignores them."""
+        name = self.view.handler_name(event_class)
+        if name is not None:
+            method: Callable[[Any, int], None] = getattr(self, name)
+            return method
+        if type(self).apply_event is Fold.apply_event:
+            return None
+        return self.apply_event
 
     def apply(self, event: Any, position: int) -> None:
-        method = self._methods.get(type(event))
-        if method is None:
-            name = self.view.handler_name(type(event))
-            method = self.apply_event if name is None else getattr(self, name)
-            self._methods[type(event)] = method
-        method(event, position)
+        method = self.method_for(type(event))
+        if method is not None:
+            method(event, position)
 
     def apply_event(self, event: Any, position: int) -> None:
         """Events without a handler of their own; most views ignore them."""

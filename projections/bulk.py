@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import decimal
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
@@ -30,6 +31,7 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import resolve_topic
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from projections.base import Fold, View
 from projections.follower import decode
@@ -38,6 +40,7 @@ from projections.poison import DeadLetters
 log = structlog.get_logger(__name__)
 
 PROGRESS_EVERY = 5000
+READ_BATCH = 5000
 TYPED = b'"_type_"'
 # Sums exactly as PostgreSQL's numeric does, with no rounding at 28 digits.
 EXACT = decimal.Context(
@@ -45,6 +48,15 @@ EXACT = decimal.Context(
 )
 
 Progress = Callable[[int], None]
+COLUMN_TYPES = (
+    "SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute "
+    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"
+)
+SECONDARY_INDEXES = (
+    "SELECT i.indexname AS name, i.indexdef AS definition FROM pg_indexes i "
+    "WHERE i.schemaname = %s AND i.tablename = %s AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+    "WHERE c.conname = i.indexname AND c.connamespace = i.schemaname::regnamespace)"
+)
 # What a table refuses (a value it cannot hold, a key taken, a NULL in a NOT NULL column),
 # raised by psycopg or, through the library's datastore, as the library's own.
 REFUSED = (
@@ -63,7 +75,7 @@ class Decoder:
         transcoder = mapper.transcoder
         plain = not mapper.cipher and not mapper.compressor
         self.names = transcoder.names if isinstance(transcoder, JSONTranscoder) and plain else None
-        self._classes: dict[str, tuple[type, Callable[[Any], Any]]] = {}
+        self._topics: dict[str, _Topic] = {}
 
     def __call__(
         self, position: int, originator_id: UUID, version: int, topic: str, state: bytes
@@ -87,54 +99,65 @@ class Decoder:
         fields = orjson.loads(state)
         if type(fields) is not dict:
             raise TypeError("not an object")
+        known = self._topics.get(topic)
+        if known is None:
+            known = self._topics[topic] = _Topic(resolve_topic(topic), type(originator_id))
         typed = state.count(TYPED)
         if typed:
-            for key, value in fields.items():
+            # The fields typed last time first: usually all there are, and the count says so.
+            for key in known.typed:
+                value = fields.get(key)
                 if type(value) is dict and len(value) == 2 and "_type_" in value:
                     fields[key] = self.names[value["_type_"]].decode(value["_data_"])
                     typed -= 1
             if typed:
+                for key, value in fields.items():
+                    if type(value) is dict and len(value) == 2 and "_type_" in value:
+                        fields[key] = self.names[value["_type_"]].decode(value["_data_"])
+                        known.typed = (*known.typed, key)
+                        typed -= 1
+            if typed:
                 raise ValueError("a typed value nested deeper: the mapper's object hook decodes it")
-        known = self._classes.get(topic)
-        if known is None:
-            cls = resolve_topic(topic)
-            known = self._classes[topic] = (
-                cls,
-                find_id_convertor(cls, cast(Hashable, type(originator_id))),
-            )
-        cls, convert = known
-        fields["originator_id"] = convert(originator_id)
+        fields["originator_id"] = known.convert(originator_id)
         fields["originator_version"] = version
-        class_version = getattr(cls, "class_version", 1)
         from_version = fields.pop("class_version", 1)
-        while from_version < class_version:
-            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(fields)
+        while from_version < known.class_version:
+            getattr(known.cls, f"upcast_v{from_version}_v{from_version + 1}")(fields)
             from_version += 1
-        event: Any = object.__new__(cls)
+        event: Any = object.__new__(known.cls)
         object.__setattr__(event, "__dict__", fields)
         return event
+
+
+class _Topic:
+    """What decoding the events of one topic needs, looked up once."""
+
+    def __init__(self, cls: type, id_type: type) -> None:
+        self.cls = cls
+        self.convert = find_id_convertor(cls, cast(Hashable, id_type))
+        self.class_version: int = getattr(cls, "class_version", 1)
+        self.typed: tuple[str, ...] = ()
 
 
 def read_log(
     recorder: ApplicationRecorder, stop: int | None
 ) -> Iterator[tuple[int, UUID, int, str, bytes]]:
-    """Every stored event up to `stop` (all when None), in log order: one binary COPY, one
-    snapshot of the log, streamed."""
+    """Every stored event up to `stop` (all when None), in log order: one server-side cursor
+    over one snapshot of the log, fetched in large binary batches."""
     assert isinstance(recorder, PostgresApplicationRecorder)
     statement = sql.SQL(
-        "COPY (SELECT notification_id::int8, originator_id::uuid, originator_version::int8, "
-        "topic::text, state::bytea "
-        "FROM {}.{} WHERE notification_id <= %s ORDER BY notification_id) "
-        "TO STDOUT (FORMAT BINARY)"
+        "SELECT notification_id::int8, originator_id::uuid, originator_version::int8, "
+        "topic::text, state::bytea FROM {}.{} WHERE notification_id <= %s "
+        "ORDER BY notification_id"
     ).format(sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name))
     last = stop if stop is not None else 2**63 - 1
     with (
-        recorder.datastore.get_connection() as conn,
-        conn.cursor() as cursor,
-        cursor.copy(statement, (last,)) as copy,
+        recorder.datastore.transaction(commit=False) as curs,
+        curs.connection.cursor(name="stateowner_log", binary=True, row_factory=tuple_row) as log,
     ):
-        copy.set_types(["int8", "uuid", "int8", "text", "bytea"])
-        yield from copy.rows()
+        log.execute(statement, (last,))
+        while rows := log.fetchmany(READ_BATCH):
+            yield from rows
 
 
 @dataclass
@@ -159,17 +182,26 @@ def fold_log(
     folds = {fold_class.view.name: fold_class() for fold_class in fold_classes}
     decoded = Decoder(mapper)
     folded = Folded(folds, 0)
-    running = list(folds.items())
+    # Per event class, the folds that take it and how: most views ignore most events.
+    plans: dict[type, list[tuple[str, Callable[[Any, int], None]]]] = {}
     counted = 0
     with decimal.localcontext(EXACT):
         for position, originator_id, version, topic, state in read_log(recorder, stop):
             event = decoded(position, originator_id, version, topic, state)
-            for name, fold in running:
+            plan = plans.get(type(event))
+            if plan is None:
+                plan = plans[type(event)] = [
+                    (name, method)
+                    for name, fold in folds.items()
+                    if name not in folded.failed
+                    and (method := fold.method_for(type(event))) is not None
+                ]
+            for name, method in plan:
                 try:
-                    fold.apply(event, position)
+                    method(event, position)
                 except Exception as error:
                     folded.failed[name] = f"{type(error).__name__}: {error}"
-                    running = [(n, f) for n, f in running if n != name]
+                    plans.clear()
             folded.position = position
             counted += 1
             if progress is not None and counted == PROGRESS_EVERY:
@@ -182,21 +214,46 @@ def fold_log(
     return folded
 
 
-def write(shadow: View, fold: Fold) -> None:
-    """Fresh shadow tables for the view, filled with COPY, committed (the live ones untouched)."""
+def prepare(shadow: View) -> dict[str, list[str]]:
+    """Fresh, empty shadow tables for the view, without their secondary indexes (they are built
+    once the rows are in, cheaper than kept up row by row); returns each table's index
+    definitions, to build them with."""
     shadow.drop_tables()
     shadow.create_table()
+    indexes: dict[str, list[str]] = {}
+    schema = shadow.datastore.schema
+    with shadow.datastore.transaction(commit=True) as curs:
+        for table in shadow.tables:
+            found = curs.execute(SECONDARY_INDEXES, (schema, table)).fetchall()
+            indexes[table] = [index["definition"] for index in found]
+            for index in found:
+                curs.execute(
+                    sql.SQL("DROP INDEX {}.{}").format(
+                        sql.Identifier(schema), sql.Identifier(index["name"])
+                    )
+                )
+    return indexes
+
+
+def write(shadow: View, fold: Fold, indexes: dict[str, list[str]]) -> None:
+    """Fill the prepared shadow tables with COPY (binary, typed as the table's columns), build
+    their indexes, commit; the live tables are not touched."""
     with shadow.datastore.transaction(commit=True) as curs:
         for table in shadow.tables:
             columns, rows = fold.rows(table)
-            if not columns:
-                continue
-            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                shadow.table(table), sql.SQL(", ").join(map(sql.Identifier, columns))
-            )
-            with curs.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            if columns:
+                name = f"{shadow.datastore.schema}.{table}"
+                found = curs.execute(COLUMN_TYPES, (name,)).fetchall()
+                types = {column["name"]: column["type"] for column in found}
+                statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    shadow.table(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+                )
+                with curs.copy(statement) as copy:
+                    copy.set_types([types[column] for column in columns])
+                    for row in rows:
+                        copy.write_row(row)
+            for definition in indexes[table]:
+                curs.execute(definition)
 
 
 def swap(built: Sequence[tuple[View, View, int]], dead_letters: DeadLetters) -> None:
@@ -231,17 +288,32 @@ def build(
     progress: Progress | None = None,
 ) -> tuple[int, dict[str, str]]:
     """Fold the log into the views' shadow tables; returns the position reached, and the views
-    left to the event-by-event path with why (a fold or a COPY met what SQL refuses)."""
-    folded = fold_log(fold_classes, recorder, mapper, progress=progress)
-    left = dict(folded.failed)
-    for shadow in shadows:
-        fold = folded.folds.get(shadow.name)
-        if fold is None:
-            continue
-        try:
-            write(shadow, fold)
-        except REFUSED as error:
-            left[shadow.name] = f"{type(error).__name__}: {error}"
+    left to the event-by-event path with why (a fold or a COPY met what SQL refuses). The
+    shadow tables are prepared while the log is read, and written each on a connection of its
+    own, side by side: the database's share of the work runs beside Python's."""
+    if shadows:  # created once here: side by side, CREATE SCHEMA IF NOT EXISTS can collide
+        with shadows[0].datastore.transaction(commit=True) as curs:
+            curs.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(shadows[0].datastore.schema)
+                )
+            )
+    with ThreadPoolExecutor(max_workers=max(1, len(shadows))) as pool:
+        prepared = {shadow.name: pool.submit(prepare, shadow) for shadow in shadows}
+        folded = fold_log(fold_classes, recorder, mapper, progress=progress)
+        left = dict(folded.failed)
+        written = {
+            shadow.name: pool.submit(
+                write, shadow, folded.folds[shadow.name], prepared[shadow.name].result()
+            )
+            for shadow in shadows
+            if shadow.name in folded.folds
+        }
+        for name, done in written.items():
+            try:
+                done.result()
+            except REFUSED as error:
+                left[name] = f"{type(error).__name__}: {error}"
     for name, reason in left.items():
         log.warning("bulk_rebuild_left_to_replay", view=name, reason=reason)
     return folded.position, left

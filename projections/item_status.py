@@ -168,7 +168,7 @@ class ItemStatusFold(Fold):
     jsonb = frozenset({"visits"})
 
     def _update(self, event: Any, position: int, **values: Any) -> Row | None:
-        row = self.tables["item_status"].get(event.originator_id)
+        row = self.tables["item_status"].get(event.originator_id.int)
         if row is not None:
             row.update(values)
             row["version"] = event.originator_version
@@ -179,7 +179,7 @@ class ItemStatusFold(Fold):
     def item_created(self, event: Any, position: int) -> None:
         self.insert(
             "item_status",
-            event.originator_id,
+            event.originator_id.int,
             {
                 "item_id": event.originator_id,
                 "pipeline": event.pipeline,
@@ -209,7 +209,7 @@ class ItemStatusFold(Fold):
         )
 
     def stage_ready(self, event: Any, position: int) -> None:
-        row = self.tables["item_status"].get(event.originator_id)
+        row = self.tables["item_status"].get(event.originator_id.int)
         if row is None:
             return
         visits = row["visits"]

@@ -43,9 +43,11 @@ def views_named(name: str | None) -> list[type[View]]:
 
 
 @contextmanager
-def datastore(database: Database, schema: str = "") -> Iterator[PostgresDatastore]:
+def datastore(
+    database: Database, schema: str = "", connections: int = 1
+) -> Iterator[PostgresDatastore]:
     """A small datastore of its own for one maintenance run, in `schema` (default: the live one)."""
-    store = database.datastore(pool_size=1, schema=schema)
+    store = database.datastore(pool_size=connections, schema=schema)
     try:
         yield store
     finally:
@@ -114,7 +116,10 @@ def rebuild_many(
     refuse) is replayed event by event instead, as live: a position an operator skipped that
     still fails is passed over again; any other failure stops the rebuild (PoisonEvent) and
     leaves every live view as it was."""
-    with datastore(database) as live_store, datastore(database, SHADOW_SCHEMA) as shadow_store:
+    with (
+        datastore(database) as live_store,
+        datastore(database, SHADOW_SCHEMA, len(view_classes)) as shadow_store,
+    ):
         dead_letters = DeadLetters(live_store)
         dead_letters.create_table()
         lives = [view_class(live_store) for view_class in view_classes]

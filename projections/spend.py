@@ -4,6 +4,7 @@ budgets: each scope's limits and its breaker's last alert, opening and reset."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -123,15 +124,15 @@ class SpendFold(Fold):
     def item_created(self, event: Any, position: int) -> None:
         self.insert(
             "spend_items",
-            event.originator_id,
+            event.originator_id.int,
             {"item_id": event.originator_id, "topic": event.topic},
         )
 
     def stage_finished(self, event: Any, position: int) -> None:
-        item = self.tables["spend_items"].get(event.originator_id)
+        item = self.tables["spend_items"].get(event.originator_id.int)
         if item is None:
             return
-        window = window_of(event.at)
+        window = date.fromisoformat(window_of(event.at))
         spend = self.tables["spend"]
         for scope in (
             "global",
@@ -184,7 +185,7 @@ class BudgetsFold(Fold):
     def _window(self, event: Any, column: str, counter: str | None = None) -> None:
         row = self.tables["budgets"].get(event.scope)
         if row is not None:
-            row[column] = event.window
+            row[column] = date.fromisoformat(event.window)
             row["updated_at"] = event.timestamp
             if counter is not None:
                 row[counter] += 1

@@ -173,12 +173,12 @@ class TopicsFold(Fold):
             row["last_activity_at"] = event.timestamp
         self.insert(
             "topic_items",
-            event.originator_id,
+            event.originator_id.int,
             {"item_id": event.originator_id, "topic": event.topic, "stage": "", "status": "ready"},
         )
 
     def _item_moved(self, event: Any, spend: bool = False, **values: Any) -> None:
-        item = self.tables["topic_items"].get(event.originator_id)
+        item = self.tables["topic_items"].get(event.originator_id.int)
         if item is None:
             return
         item.update(values)
