@@ -64,9 +64,11 @@ class AuditView(View):
 
 
 class AuditFold(Fold):
-    """One row per event and never a change: kept as tuples, in the order of the log."""
+    """One row per event and never a change: tuples in the order of the log, handed over as
+    they are made."""
 
     view = AuditView
+    streamed = ("audit",)
     columns = (
         "position",
         "at",
@@ -100,4 +102,5 @@ class AuditFold(Fold):
         )
 
     def rows(self, table: str) -> tuple[Sequence[str], Iterable[Sequence[Any]]]:
-        return self.columns, self.audit
+        made, self.audit = self.audit, []
+        return self.columns, made

@@ -356,6 +356,9 @@ class Fold:
     # Rows are keyed by their primary key; a UUID by its .int, which hashes in C.
     # Columns kept as Python objects and written as jsonb.
     jsonb: ClassVar[frozenset[str]] = frozenset()
+    # Tables whose rows are final as they are made: rows() hands over those made since the last
+    # call, and the bulk rebuild writes them while it still reads the log.
+    streamed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, Row]] = {table: {} for table in self.view.tables}

@@ -11,9 +11,10 @@ mapper, event by event, so the events are the ones the event-by-event path sees.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import Full, Queue
 from typing import Any, cast
 from uuid import UUID
 
@@ -41,6 +42,8 @@ log = structlog.get_logger(__name__)
 
 PROGRESS_EVERY = 5000
 READ_BATCH = 5000
+# Batches of streamed rows queued for their writer at most: the fold waits beyond that.
+STREAM_DEPTH = 4
 TYPED = b'"_type_"'
 # Sums exactly as PostgreSQL's numeric does, with no rounding at 28 digits.
 EXACT = decimal.Context(
@@ -171,15 +174,16 @@ class Folded:
 
 
 def fold_log(
-    fold_classes: Sequence[type[Fold]],
+    folds: dict[str, Fold],
     recorder: ApplicationRecorder,
     mapper: Mapper[Any],
     *,
     stop: int | None = None,
     progress: Progress | None = None,
+    every_batch: Callable[[Folded], None] | None = None,
 ) -> Folded:
-    """Read the log once, decode each event once, and hand it to every view's fold."""
-    folds = {fold_class.view.name: fold_class() for fold_class in fold_classes}
+    """Read the log once, decode each event once, and hand it to every view's fold (with
+    `every_batch` told every PROGRESS_EVERY events, and at the end)."""
     decoded = Decoder(mapper)
     folded = Folded(folds, 0)
     # Per event class, the folds that take it and how: most views ignore most events.
@@ -204,11 +208,16 @@ def fold_log(
                     plans.clear()
             folded.position = position
             counted += 1
-            if progress is not None and counted == PROGRESS_EVERY:
-                progress(counted)
+            if counted == PROGRESS_EVERY:
+                if progress is not None:
+                    progress(counted)
+                if every_batch is not None:
+                    every_batch(folded)
                 counted = 0
     if progress is not None and counted:
         progress(counted)
+    if every_batch is not None:
+        every_batch(folded)
     for name in folded.failed:
         del folds[name]
     return folded
@@ -235,12 +244,19 @@ def prepare(shadow: View) -> dict[str, list[str]]:
     return indexes
 
 
-def write(shadow: View, fold: Fold, indexes: dict[str, list[str]]) -> None:
+def write(
+    shadow: View,
+    fold: Fold,
+    indexes: dict[str, list[str]],
+    streams: dict[str, Queue[Batch]] | None = None,
+) -> None:
     """Fill the prepared shadow tables with COPY (binary, typed as the table's columns), build
-    their indexes, commit; the live tables are not touched."""
+    their indexes, commit; the live tables are not touched. A streamed table's rows come from
+    its queue, batch by batch, while the log is still being read."""
     with shadow.datastore.transaction(commit=True) as curs:
         for table in shadow.tables:
-            columns, rows = fold.rows(table)
+            queue = (streams or {}).get(table)
+            columns, rows = fold.rows(table) if queue is None else _streamed(queue)
             if columns:
                 name = f"{shadow.datastore.schema}.{table}"
                 found = curs.execute(COLUMN_TYPES, (name,)).fetchall()
@@ -254,6 +270,41 @@ def write(shadow: View, fold: Fold, indexes: dict[str, list[str]]) -> None:
                         copy.write_row(row)
             for definition in indexes[table]:
                 curs.execute(definition)
+
+
+# A streamed table's rows made since the last batch (with its columns); None when there are no
+# more; an exception when its fold failed (the COPY is abandoned, its transaction rolled back).
+Batch = tuple[Sequence[str], Iterable[Sequence[Any]]] | BaseException | None
+
+
+def _streamed(queue: Queue[Batch]) -> tuple[Sequence[str], Iterable[Sequence[Any]]]:
+    first = queue.get()
+    if first is None:
+        return (), ()
+    if isinstance(first, BaseException):
+        raise first
+
+    columns, made = first
+
+    def rows() -> Iterator[Sequence[Any]]:
+        yield from made
+        while (batch := queue.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            yield from batch[1]
+
+    return columns, rows()
+
+
+def _offer(queue: Queue[Batch], batch: Batch, writer: Future[None] | None) -> None:
+    """Queue a batch for its writer, waiting while the queue is full, unless the writer has
+    stopped (its COPY refused a row): then nobody will take it."""
+    while writer is None or not writer.done():
+        try:
+            queue.put(batch, timeout=0.1)
+            return
+        except Full:
+            continue
 
 
 def swap(built: Sequence[tuple[View, View, int]], dead_letters: DeadLetters) -> None:
@@ -280,6 +331,10 @@ def swap(built: Sequence[tuple[View, View, int]], dead_letters: DeadLetters) -> 
         shadow.drop_tables()
 
 
+class FoldFailed(Exception):
+    """The view's fold met what SQL refuses: its streamed COPY is abandoned."""
+
+
 def build(
     shadows: Sequence[View],
     fold_classes: Sequence[type[Fold]],
@@ -288,9 +343,12 @@ def build(
     progress: Progress | None = None,
 ) -> tuple[int, dict[str, str]]:
     """Fold the log into the views' shadow tables; returns the position reached, and the views
-    left to the event-by-event path with why (a fold or a COPY met what SQL refuses). The
-    shadow tables are prepared while the log is read, and written each on a connection of its
-    own, side by side: the database's share of the work runs beside Python's."""
+    left to the event-by-event path with why (a fold or a COPY met what SQL refuses).
+
+    The shadow tables are prepared while the log is read, and written each on a connection of
+    its own, side by side; a table whose rows are final as they are made (audit) is written
+    while the log is still being read: the database's share of the work runs beside Python's,
+    and those rows are never all held in memory."""
     if shadows:  # created once here: side by side, CREATE SCHEMA IF NOT EXISTS can collide
         with shadows[0].datastore.transaction(commit=True) as curs:
             curs.execute(
@@ -298,20 +356,59 @@ def build(
                     sql.Identifier(shadows[0].datastore.schema)
                 )
             )
+    folds = {fold_class.view.name: fold_class() for fold_class in fold_classes}
+    streams = {
+        name: {table: Queue[Batch](maxsize=STREAM_DEPTH) for table in fold.streamed}
+        for name, fold in folds.items()
+    }
+    handed: set[str] = set()
+    written: dict[str, Future[None]] = {}
+
+    def hand_over(folded: Folded) -> None:
+        for name, queues in streams.items():
+            if name in handed:
+                continue
+            if name in folded.failed:
+                handed.add(name)
+                for queue in queues.values():
+                    _offer(queue, FoldFailed(folded.failed[name]), written.get(name))
+                continue
+            for table, queue in queues.items():
+                _offer(queue, folds[name].rows(table), written.get(name))
+
     with ThreadPoolExecutor(max_workers=max(1, len(shadows))) as pool:
         prepared = {shadow.name: pool.submit(prepare, shadow) for shadow in shadows}
-        folded = fold_log(fold_classes, recorder, mapper, progress=progress)
-        left = dict(folded.failed)
-        written = {
+        written |= {
             shadow.name: pool.submit(
-                write, shadow, folded.folds[shadow.name], prepared[shadow.name].result()
+                write, shadow, folds[shadow.name], prepared[shadow.name].result(), streamed
             )
             for shadow in shadows
-            if shadow.name in folded.folds
+            if (streamed := streams[shadow.name])
+        }
+        try:
+            folded = fold_log(folds, recorder, mapper, progress=progress, every_batch=hand_over)
+        except BaseException as error:
+            for name, queues in streams.items():
+                for queue in queues.values():
+                    stopped = FoldFailed(f"the rebuild stopped: {error!r}")
+                    _offer(queue, stopped, written.get(name))
+            raise
+        for name in set(streams) - handed:
+            for queue in streams[name].values():
+                _offer(queue, None, written.get(name))
+        left = dict(folded.failed)
+        written |= {
+            shadow.name: pool.submit(
+                write, shadow, folds[shadow.name], prepared[shadow.name].result()
+            )
+            for shadow in shadows
+            if shadow.name in folded.folds and not streams[shadow.name]
         }
         for name, done in written.items():
             try:
                 done.result()
+            except FoldFailed:
+                pass
             except REFUSED as error:
                 left[name] = f"{type(error).__name__}: {error}"
     for name, reason in left.items():
