@@ -3,6 +3,7 @@ the event-by-event projection gives, keep the poison and skip rules, and never s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -25,8 +26,10 @@ from domain.values import (
     TopicFacts,
 )
 from projections import bulk, maintenance
-from projections.base import View
+from projections.base import PoisonEvent, View
+from projections.poison import OPEN, SKIPPED, Poison
 from tests import release_log
+from tests.integration.test_poison import _poisoned
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +220,127 @@ def test_every_fold_method_mirrors_a_handler(rich: Container) -> None:
         assert fold.view is view
         for method in set(view._handlers.values()):
             assert callable(getattr(fold, method, None)), (name, method)
+
+
+def _positions(container: Container) -> dict[str, int]:
+    return {name: view.position() for name, view in container.views.items()}
+
+
+def test_readers_never_see_a_half_rebuilt_table(rich: Container) -> None:
+    """While every view is rebuilt, a reader counting each table's rows sees them all, always."""
+    expected = {table: len(rows) for table, rows in _tables(rich).items()}
+    seen: list[dict[str, int]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        with rich.pool.connection() as conn:
+            while not done.is_set():
+                seen.append(
+                    {
+                        table: conn.execute(
+                            sql.SQL("SELECT count(*) AS n FROM {}").format(sql.Identifier(table))
+                        ).fetchone()["n"]  # type: ignore[index]
+                        for table in expected
+                    }
+                )
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        _rebuild(rich)
+        _rebuild(rich, ["audit"])
+    finally:
+        done.set()
+        reader.join()
+    assert seen
+    assert all(counts == expected for counts in seen)
+
+
+def test_an_interrupted_rebuild_changes_nothing(rich: Container) -> None:
+    """A rebuild stopped once the log is read (its audit rows already streaming into a shadow
+    table) leaves every live table and position as it was; the next rebuild completes."""
+    before, positions = _tables(rich), _positions(rich)
+
+    def interrupt(events: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        maintenance.rebuild_many(
+            list(maintenance.VIEWS.values()),
+            rich.database,
+            rich.app.recorder,
+            rich.app.mapper,
+            interrupt,
+        )
+    assert _tables(rich) == before
+    assert _positions(rich) == positions
+    _rebuild(rich)
+    assert _differences(before, _tables(rich)) == []
+
+
+def _stopped_at_poison(container: Container) -> int:
+    """The topics view stopped at a poison event, every other view at the head."""
+    poison = _poisoned(container)
+    container.start(projections=True)
+    deadline = time.monotonic() + 30
+    while not container.dead_letters.all() or container.views["item_status"].position() < (
+        _head(container)
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for follower in container.followers:
+        follower.stop()
+    return poison
+
+
+def test_a_skipped_poison_that_still_fails_is_passed_over_again(container: Container) -> None:
+    """The bulk path cannot write the poison's row, so topics is replayed event by event,
+    passing over the skipped position as live did; the rows equal the live ones and the other
+    views are rebuilt in bulk."""
+    poison = _stopped_at_poison(container)
+    maintenance.skip(container.database, "topics", poison, "bad owner", "operator:test")
+    _catch_up(container)
+    before = _tables(container)
+    positions = _rebuild(container)
+    assert positions == {name: _head(container) for name in maintenance.VIEWS}
+    assert _differences(before, _tables(container)) == []
+    (letter,) = container.dead_letters.all()
+    assert (letter.view, letter.position, letter.status) == ("topics", poison, SKIPPED)
+    _, differences = maintenance.verify(
+        maintenance.VIEWS["topics"],
+        container.database,
+        container.app.recorder,
+        container.app.mapper,
+    )
+    assert differences == []
+
+
+def test_an_open_poison_stops_the_rebuild_and_changes_nothing(container: Container) -> None:
+    """A poison nobody skipped stops the rebuild: no live table or position moves, not even
+    those of the views the bulk path built."""
+    poison = _stopped_at_poison(container)
+    before, positions = _tables(container), _positions(container)
+    with pytest.raises(PoisonEvent) as stopped:
+        _rebuild(container)
+    assert stopped.value.poison.position == poison
+    assert _tables(container) == before
+    assert _positions(container) == positions
+    (letter,) = container.dead_letters.all()
+    assert letter.status == OPEN
+
+
+def test_a_fixed_view_takes_its_dead_letter_back(container: Container) -> None:
+    """A view stopped at an event it now applies takes it back in on rebuild: the dead letter
+    is resolved and the view reaches the head."""
+    _drive(container)
+    _catch_up(container)
+    before = _tables(container)
+    topics = container.views["topics"]
+    stuck = _head(container) // 2
+    with container.datastore.transaction(commit=True) as curs:
+        topics.set_position(curs, stuck - 1)
+        container.dead_letters.record(curs, "topics", Poison(stuck, "ItemCreated", "was broken"))
+    _rebuild(container, ["topics"])
+    assert container.dead_letters.all("topics") == []
+    assert topics.position() == _head(container)
+    assert _differences(before, _tables(container)) == []
