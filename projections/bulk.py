@@ -45,6 +45,7 @@ READ_BATCH = 5000
 # Batches of streamed rows queued for their writer at most: the fold waits beyond that.
 STREAM_DEPTH = 4
 TYPED = b'"_type_"'
+ESCAPE = b"\\u"
 # Sums exactly as PostgreSQL's numeric does, with no rounding at 28 digits.
 EXACT = decimal.Context(
     prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[]
@@ -105,6 +106,8 @@ class Decoder:
         known = self._topics.get(topic)
         if known is None:
             known = self._topics[topic] = _Topic(resolve_topic(topic), type(originator_id))
+        if ESCAPE in state:  # an escaped "_type_" would hide from the count below
+            raise ValueError("escapes: the mapper decides")
         typed = state.count(TYPED)
         if typed:
             # The fields typed last time first: usually all there are, and the count says so.
