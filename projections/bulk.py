@@ -344,8 +344,10 @@ def build(
     recorder: ApplicationRecorder,
     mapper: Mapper[Any],
     progress: Progress | None = None,
+    stop: int | None = None,
 ) -> tuple[int, dict[str, str]]:
-    """Fold the log into the views' shadow tables; returns the position reached, and the views
+    """Fold the log (up to `stop`, all when None) into the views' shadow tables; returns the
+    position reached, and the views
     left to the event-by-event path with why (a fold or a COPY met what SQL refuses).
 
     The shadow tables are prepared while the log is read, and written each on a connection of
@@ -389,7 +391,9 @@ def build(
             if (streamed := streams[shadow.name])
         }
         try:
-            folded = fold_log(folds, recorder, mapper, progress=progress, every_batch=hand_over)
+            folded = fold_log(
+                folds, recorder, mapper, stop=stop, progress=progress, every_batch=hand_over
+            )
         except BaseException as error:
             for name, queues in streams.items():
                 for queue in queues.values():

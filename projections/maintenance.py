@@ -239,7 +239,8 @@ def verify(
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> tuple[int, list[Difference]]:
-    """Rebuild into shadow tables up to the live position and list every row that differs."""
+    """Rebuild into shadow tables up to the live position and list every row that differs: in
+    bulk, or event by event (as rebuild_many does) when the bulk path cannot build the view."""
     with (
         datastore(database) as live_store,
         datastore(database, SNAPSHOT_SCHEMA) as snapshot_store,
@@ -252,8 +253,11 @@ def verify(
         position = _snapshot(live, snapshot)
         dead_letters = DeadLetters(live_store)
         dead_letters.create_table()
-        skipped = dead_letters.skipped_positions(view_class.name)
-        replay(shadow, recorder, mapper, stop=position, progress=progress, tolerate=skipped)
+        folds = [FOLDS[view_class.name]]
+        _, left = bulk.build([shadow], folds, recorder, mapper, progress, stop=position)
+        if left:
+            skipped = dead_letters.skipped_positions(view_class.name)
+            replay(shadow, recorder, mapper, stop=position, progress=progress, tolerate=skipped)
         try:
             return position, _differences(live, snapshot, shadow)
         finally:
