@@ -84,19 +84,27 @@ class AuditFold(Fold):
     def __init__(self) -> None:
         super().__init__()
         self.audit: list[tuple[Any, ...]] = []
+        self._kinds: dict[type, tuple[str, str, bool]] = {}
 
     def apply_event(self, event: Any, position: int) -> None:
         event_class = type(event)
+        kind = self._kinds.get(event_class)
+        if kind is None:
+            kind = self._kinds[event_class] = (
+                event_class.__name__,
+                event_class.__qualname__.split(".")[0],
+                issubclass(event_class, Item.Event),
+            )
         self.audit.append(
             (
                 position,
                 event.timestamp,
                 getattr(event, "actor", None),
-                event_class.__name__,
-                event_class.__qualname__.split(".")[0],
+                kind[0],
+                kind[1],
                 event.originator_id,
                 event.originator_version,
-                event.originator_id if isinstance(event, Item.Event) else None,
+                event.originator_id if kind[2] else None,
                 getattr(event, "caused_by", None),
             )
         )
