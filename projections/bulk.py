@@ -47,9 +47,7 @@ STREAM_DEPTH = 4
 TYPED = b'"_type_"'
 ESCAPE = b"\\u"
 # Sums exactly as PostgreSQL's numeric does, with no rounding at 28 digits.
-EXACT = decimal.Context(
-    prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[]
-)
+EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 
 Progress = Callable[[int], None]
 COLUMN_TYPES = (
@@ -383,18 +381,16 @@ def build(
 
     with ThreadPoolExecutor(max_workers=max(1, len(shadows))) as pool:
         prepared = {shadow.name: pool.submit(prepare, shadow) for shadow in shadows}
-        written |= {
-            shadow.name: pool.submit(
-                write, shadow, folds[shadow.name], prepared[shadow.name].result(), streamed
-            )
-            for shadow in shadows
-            if (streamed := streams[shadow.name])
-        }
         try:
+            for shadow in shadows:
+                if streamed := streams[shadow.name]:
+                    indexes = prepared[shadow.name].result()
+                    fold = folds[shadow.name]
+                    written[shadow.name] = pool.submit(write, shadow, fold, indexes, streamed)
             folded = fold_log(
                 folds, recorder, mapper, stop=stop, progress=progress, every_batch=hand_over
             )
-        except BaseException as error:
+        except BaseException as error:  # no streamed writer may be left waiting for rows
             for name, queues in streams.items():
                 for queue in queues.values():
                     stopped = FoldFailed(f"the rebuild stopped: {error!r}")
