@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor, sql
@@ -11,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from domain.agent import Agent
 from domain.item import Item, LeaseReported
-from projections.base import ADD_SPEND, View, handles, spend_of
+from projections.base import ADD_SPEND, Fold, FoldConflict, View, add_spend, handles, spend_of
 
 
 class AgentsView(View):
@@ -95,3 +96,72 @@ class AgentsView(View):
             ),
             (event.timestamp, event.agent),
         )
+
+
+class AgentsFold(Fold):
+    view = AgentsView
+    jsonb = frozenset({"stages"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: dict[Any, str] = {}
+
+    def agent_registered(self, event: Any, position: int) -> None:
+        if event.originator_id in self._names:
+            raise FoldConflict(f"agent {event.originator_id} registered twice")
+        self.insert(
+            "agents",
+            event.name,
+            {
+                "name": event.name,
+                "agent_id": event.originator_id,
+                "role": event.role,
+                "stages": event.stages,
+                "disabled": False,
+                "claims": 0,
+                "completions": 0,
+                "failures": 0,
+                "expired": 0,
+                "cost_usd": Decimal(0),
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "last_active_at": None,
+                "created_by": event.actor,
+                "created_at": event.timestamp,
+                "updated_at": event.timestamp,
+            },
+        )
+        self._names[event.originator_id] = event.name
+
+    def _identity(self, event: Any, **values: Any) -> None:
+        row = self.tables["agents"].get(self._names.get(event.originator_id))
+        if row is not None:
+            row.update(values, updated_at=event.timestamp)
+
+    def scope_changed(self, event: Any, position: int) -> None:
+        self._identity(event, stages=event.stages)
+
+    def agent_disabled(self, event: Any, position: int) -> None:
+        self._identity(event, disabled=True)
+
+    def _activity(self, event: Any, counter: str) -> Any:
+        row = self.tables["agents"].get(event.agent)
+        if row is not None:
+            row[counter] += 1
+            row["last_active_at"] = row["updated_at"] = event.timestamp
+        return row
+
+    def stage_claimed(self, event: Any, position: int) -> None:
+        self._activity(event, "claims")
+
+    def stage_finished(self, event: Any, position: int) -> None:
+        counter = "completions" if isinstance(event, Item.StageCompleted) else "failures"
+        row = self._activity(event, counter)
+        if row is not None:
+            add_spend(row, event)
+
+    def lease_expired(self, event: Any, position: int) -> None:
+        row = self.tables["agents"].get(event.agent)
+        if row is not None:
+            row["expired"] += 1
+            row["updated_at"] = event.timestamp

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from domain.item import Item
-from projections.base import View
+from projections.base import Fold, View
 
 
 class AuditView(View):
@@ -61,3 +61,54 @@ class AuditView(View):
                 getattr(event, "caused_by", None),
             ),
         )
+
+
+class AuditFold(Fold):
+    """One row per event and never a change: tuples in the order of the log, handed over as
+    they are made."""
+
+    view = AuditView
+    streamed = ("audit",)
+    columns = (
+        "position",
+        "at",
+        "actor",
+        "type",
+        "aggregate",
+        "aggregate_id",
+        "version",
+        "item_id",
+        "caused_by",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audit: list[tuple[Any, ...]] = []
+        self._kinds: dict[type, tuple[str, str, bool]] = {}
+
+    def apply_event(self, event: Any, position: int) -> None:
+        event_class = type(event)
+        kind = self._kinds.get(event_class)
+        if kind is None:
+            kind = self._kinds[event_class] = (
+                event_class.__name__,
+                event_class.__qualname__.split(".")[0],
+                issubclass(event_class, Item.Event),
+            )
+        self.audit.append(
+            (
+                position,
+                event.timestamp,
+                getattr(event, "actor", None),
+                kind[0],
+                kind[1],
+                event.originator_id,
+                event.originator_version,
+                event.originator_id if kind[2] else None,
+                getattr(event, "caused_by", None),
+            )
+        )
+
+    def rows(self, table: str) -> tuple[Sequence[str], Iterable[Sequence[Any]]]:
+        made, self.audit = self.audit, []
+        return self.columns, made

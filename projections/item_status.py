@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from domain.item import Item, ItemStopped, LeaseEnded, LeaseReported
-from projections.base import ADD_SPEND, NO_LEASE, View, handles, spend_of
+from projections.base import (
+    ADD_SPEND,
+    NO_LEASE,
+    NO_LEASE_ROW,
+    Fold,
+    Row,
+    View,
+    add_spend,
+    handles,
+    spend_of,
+)
 
 READY_CHANNEL = "stateowner_ready"
 
@@ -160,3 +171,95 @@ class ItemStatusView(View):
     @handles(Item.ItemResumed)
     def item_resumed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._update(curs, event, position, "status = status")
+
+
+class ItemStatusFold(Fold):
+    view = ItemStatusView
+    jsonb = frozenset({"visits"})
+
+    def _update(self, event: Any, position: int, **values: Any) -> Row | None:
+        row = self.tables["item_status"].get(event.originator_id.int)
+        if row is not None:
+            row.update(values)
+            row["version"] = event.originator_version
+            row["position"] = position
+            row["updated_at"] = event.timestamp
+        return row
+
+    def item_created(self, event: Any, position: int) -> None:
+        self.insert(
+            "item_status",
+            event.originator_id.int,
+            {
+                "item_id": event.originator_id,
+                "pipeline": event.pipeline,
+                "pipeline_version": event.pipeline_version,
+                "topic": event.topic,
+                "title": event.title,
+                "stage": "",
+                "status": "ready",
+                "visit": 0,
+                "attempt": 0,
+                "agent": None,
+                "lease_id": None,
+                "lease_expires_at": None,
+                "not_before": None,
+                "ready_at": None,
+                "visits": {},
+                "transitions": 0,
+                "cost_usd": Decimal(0),
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "version": event.originator_version,
+                "position": position,
+                "created_by": event.actor,
+                "created_at": event.timestamp,
+                "updated_at": event.timestamp,
+                "eval": event.eval,
+            },
+        )
+
+    def stage_ready(self, event: Any, position: int) -> None:
+        row = self.tables["item_status"].get(event.originator_id.int)
+        if row is None:
+            return
+        visits = row["visits"]
+        if row["stage"] != "" and visits.get(event.stage, 0) != event.visit:
+            row["transitions"] += 1
+        visits[event.stage] = event.visit
+        self._update(
+            event,
+            position,
+            stage=event.stage,
+            status="ready",
+            visit=event.visit,
+            attempt=event.attempt,
+            not_before=event.not_before,
+            ready_at=event.timestamp,
+            **NO_LEASE_ROW,
+        )
+
+    def stage_claimed(self, event: Any, position: int) -> None:
+        self._update(
+            event,
+            position,
+            status="claimed",
+            agent=event.agent,
+            lease_id=event.lease_id,
+            lease_expires_at=event.expires_at,
+            attempt=event.attempt,
+        )
+
+    def lease_renewed(self, event: Any, position: int) -> None:
+        self._update(event, position, lease_expires_at=event.expires_at)
+
+    def lease_ended(self, event: Any, position: int) -> None:
+        row = self._update(event, position, status="advancing", **NO_LEASE_ROW)
+        if row is not None and isinstance(event, LeaseReported):
+            add_spend(row, event)
+
+    def item_stopped(self, event: Any, position: int) -> None:
+        self._update(event, position, status=event.status, **NO_LEASE_ROW)
+
+    def item_resumed(self, event: Any, position: int) -> None:
+        self._update(event, position)

@@ -11,17 +11,18 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import sql
 
-from projections.agents import AgentsView
-from projections.audit import AuditView
-from projections.base import View, ViewGroup
+from projections import bulk
+from projections.agents import AgentsFold, AgentsView
+from projections.audit import AuditFold, AuditView
+from projections.base import Fold, View, ViewGroup
 from projections.evals import EvalsView
 from projections.follower import read_batch
-from projections.item_status import ItemStatusView
+from projections.item_status import ItemStatusFold, ItemStatusView
 from projections.poison import DeadLetters
 from projections.report import ReportView
 from projections.schedules import LimitsView, SchedulesView
-from projections.spend import BudgetsView, SpendView
-from projections.topics import TopicsView
+from projections.spend import BudgetsFold, BudgetsView, SpendFold, SpendView
+from projections.topics import TopicsFold, TopicsView
 from store.database import Database
 
 VIEWS: dict[str, type[View]] = {
@@ -30,6 +31,11 @@ VIEWS: dict[str, type[View]] = {
         *(ItemStatusView, TopicsView, AgentsView, SpendView, BudgetsView, AuditView),
         *(SchedulesView, LimitsView, ReportView, EvalsView),
     )
+}
+# The views folded in memory by a bulk rebuild; the others are replayed event by event.
+FOLDS: dict[str, type[Fold]] = {
+    fold.view.name: fold
+    for fold in (ItemStatusFold, TopicsFold, AgentsFold, SpendFold, BudgetsFold, AuditFold)
 }
 SHADOW_SCHEMA = "stateowner_shadow"
 SNAPSHOT_SCHEMA = "stateowner_snapshot"
@@ -47,9 +53,11 @@ def views_named(name: str | None) -> list[type[View]]:
 
 
 @contextmanager
-def datastore(database: Database, schema: str = "") -> Iterator[PostgresDatastore]:
+def datastore(
+    database: Database, schema: str = "", connections: int = 1
+) -> Iterator[PostgresDatastore]:
     """A small datastore of its own for one maintenance run, in `schema` (default: the live one)."""
-    store = database.datastore(pool_size=1, schema=schema)
+    store = database.datastore(pool_size=connections, schema=schema)
     try:
         yield store
     finally:
@@ -94,25 +102,6 @@ def _replay_into(
             return after
 
 
-def install(shadow: View, live: View, dead_letters: DeadLetters) -> int:
-    """Replace the live rows with the rebuilt ones, and the live position with the shadow's;
-    the open dead letters the rebuild got past are open no more."""
-    position = shadow.position()
-    with live.datastore.transaction(commit=True) as curs:
-        live._locked_position(curs)  # hold off the live runner until the swap commits
-        for table in live.tables:
-            curs.execute(sql.SQL("DELETE FROM {}").format(live.table(table)))
-            curs.execute(
-                sql.SQL("INSERT INTO {} SELECT * FROM {}").format(
-                    live.table(table), shadow.table(table)
-                )
-            )
-        live.set_position(curs, position)
-        dead_letters.resolve(curs, live.name, position)
-    shadow.drop_tables()
-    return position
-
-
 def rebuild(
     view_class: type[View],
     database: Database,
@@ -131,27 +120,46 @@ def rebuild_many(
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Rebuild several views from one pass over the log, then swap each one in. Every event is
-    applied again — a fixed view takes its dead letters back in; one an operator skipped that
+    """Rebuild several views from one pass over the log into shadow tables, then swap them all
+    in at once (see projections/bulk.py). Every event is applied again — a fixed view takes its
+    dead letters back in. A view the bulk path cannot build as SQL would (an event its tables
+    refuse) is replayed event by event instead, as live: a position an operator skipped that
     still fails is passed over again; any other failure stops the rebuild (PoisonEvent) and
-    leaves the live views as they were."""
-    with datastore(database) as live_store, datastore(database, SHADOW_SCHEMA) as shadow_store:
+    leaves every live view as it was."""
+    with (
+        datastore(database) as live_store,
+        datastore(database, SHADOW_SCHEMA, len(view_classes)) as shadow_store,
+    ):
         dead_letters = DeadLetters(live_store)
         dead_letters.create_table()
         lives = [view_class(live_store) for view_class in view_classes]
         for live in lives:
             live.create_table()
         shadows = [view_class(shadow_store, live=False) for view_class in view_classes]
-        for shadow in shadows:
-            shadow.drop_tables()
-            shadow.create_table()
-        tolerate = {view.name: dead_letters.skipped_positions(view.name) for view in lives}
-        group = ViewGroup(shadows, tolerate=tolerate)
-        _replay_into(group, recorder, mapper, stop=None, progress=progress)
-        return {
-            live.name: install(shadow, live, dead_letters)
+        folded = [shadow for shadow in shadows if shadow.name in FOLDS]
+        position, left = bulk.build(
+            folded, [FOLDS[shadow.name] for shadow in folded], recorder, mapper, progress
+        )
+        left.update({s.name: "no bulk fold" for s in shadows if s.name not in FOLDS})
+        replayed = [shadow for shadow in shadows if shadow.name in left]
+        if replayed:
+            for shadow in replayed:
+                shadow.drop_tables()
+                shadow.create_table()
+            tolerate = {view.name: dead_letters.skipped_positions(view.name) for view in replayed}
+            _replay_into(
+                ViewGroup(replayed, tolerate=tolerate),
+                recorder,
+                mapper,
+                stop=position,
+                progress=progress,
+            )
+        built = [
+            (shadow, live, shadow.position() if shadow.name in left else position)
             for shadow, live in zip(shadows, lives, strict=True)
-        }
+        ]
+        bulk.swap(built, dead_letters)
+        return {live.name: reached for _, live, reached in built}
 
 
 def skip(database: Database, view_name: str, position: int, reason: str, actor: str) -> None:
@@ -243,7 +251,8 @@ def verify(
     mapper: Mapper[Any],
     progress: Progress | None = None,
 ) -> tuple[int, list[Difference]]:
-    """Rebuild into shadow tables up to the live position and list every row that differs."""
+    """Rebuild into shadow tables up to the live position and list every row that differs: in
+    bulk, or event by event (as rebuild_many does) when the bulk path cannot build the view."""
     with (
         datastore(database) as live_store,
         datastore(database, SNAPSHOT_SCHEMA) as snapshot_store,
@@ -256,8 +265,13 @@ def verify(
         position = _snapshot(live, snapshot)
         dead_letters = DeadLetters(live_store)
         dead_letters.create_table()
-        skipped = dead_letters.skipped_positions(view_class.name)
-        replay(shadow, recorder, mapper, stop=position, progress=progress, tolerate=skipped)
+        fold = FOLDS.get(view_class.name)
+        if (
+            fold is None
+            or bulk.build([shadow], [fold], recorder, mapper, progress, stop=position)[1]
+        ):
+            skipped = dead_letters.skipped_positions(view_class.name)
+            replay(shadow, recorder, mapper, stop=position, progress=progress, tolerate=skipped)
         try:
             return position, _differences(live, snapshot, shadow)
         finally:

@@ -5,6 +5,8 @@ breaker's last alert, opening and reset."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor, sql
@@ -13,7 +15,7 @@ from psycopg.rows import DictRow
 from domain.budget import Budget, LimitsSet
 from domain.guards import window_of
 from domain.item import Item, LeaseReported
-from projections.base import View, handles, spend_of
+from projections.base import Fold, View, handles, joined, spend_of
 
 
 class SpendView(View):
@@ -118,3 +120,90 @@ class BudgetsView(View):
     @handles(Budget.BreakerReset)
     def reset(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._window(curs, event, "reset_window = %(window)s")
+
+
+class SpendFold(Fold):
+    view = SpendView
+
+    def item_created(self, event: Any, position: int) -> None:
+        self.insert(
+            "spend_items",
+            event.originator_id.int,
+            {"item_id": event.originator_id, "topic": event.topic, "eval": event.eval},
+        )
+
+    def stage_finished(self, event: Any, position: int) -> None:
+        item = self.tables["spend_items"].get(event.originator_id.int)
+        if item is None:
+            return
+        window = date.fromisoformat(window_of(event.at))
+        spend = self.tables["spend"]
+        scopes = (
+            ("eval",)
+            if item["eval"]
+            else (
+                "global",
+                joined("stage:", event.stage),
+                joined("agent:", event.agent),
+                joined("topic:", item["topic"]),
+            )
+        )
+        for scope in scopes:
+            row = spend.get((window, scope))
+            if row is None:
+                row = spend[window, scope] = {
+                    "window_day": window,
+                    "scope": scope,
+                    "spent_usd": Decimal(0),
+                    "tokens_in": 0,
+                    "tokens_out": 0,
+                    "reports": 0,
+                }
+            row["spent_usd"] += event.cost_usd
+            row["tokens_in"] += event.tokens_in
+            row["tokens_out"] += event.tokens_out
+            row["reports"] += 1
+
+
+class BudgetsFold(Fold):
+    view = BudgetsView
+
+    def limits(self, event: Any, position: int) -> None:
+        row = self.tables["budgets"].get(event.scope)
+        if row is None:
+            self.insert(
+                "budgets",
+                event.scope,
+                {
+                    "scope": event.scope,
+                    "alert_usd": event.alert_usd,
+                    "halt_usd": event.halt_usd,
+                    "alerted_window": None,
+                    "opened_window": None,
+                    "reset_window": None,
+                    "alerts": 0,
+                    "halts": 0,
+                    "updated_at": event.timestamp,
+                },
+            )
+        else:
+            row.update(
+                alert_usd=event.alert_usd, halt_usd=event.halt_usd, updated_at=event.timestamp
+            )
+
+    def _window(self, event: Any, column: str, counter: str | None = None) -> None:
+        row = self.tables["budgets"].get(event.scope)
+        if row is not None:
+            row[column] = date.fromisoformat(event.window)
+            row["updated_at"] = event.timestamp
+            if counter is not None:
+                row[counter] += 1
+
+    def alerted(self, event: Any, position: int) -> None:
+        self._window(event, "alerted_window", "alerts")
+
+    def opened(self, event: Any, position: int) -> None:
+        self._window(event, "opened_window", "halts")
+
+    def reset(self, event: Any, position: int) -> None:
+        self._window(event, "reset_window")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor, sql
@@ -11,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from domain.item import Item, ItemStopped, LeaseEnded, LeaseReported
 from domain.topic import Described
-from projections.base import ADD_SPEND, View, handles, spend_of
+from projections.base import ADD_SPEND, Fold, View, add_spend, handles, spend_of
 
 
 class TopicsView(View):
@@ -124,3 +125,77 @@ class TopicsView(View):
     @handles(ItemStopped)
     def item_stopped(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._item_moved(curs, event, "status = %(status)s", status=event.status)
+
+
+class TopicsFold(Fold):
+    view = TopicsView
+    jsonb = frozenset({"tags", "metadata"})
+
+    def _new_topic(self, name: str, at: Any, defined: bool, **facts: Any) -> None:
+        self.insert(
+            "topics",
+            name,
+            {
+                "name": name,
+                "defined": defined,
+                "owner": None,
+                "priority": 0,
+                "tags": [],
+                "metadata": {},
+                **facts,
+                "cost_usd": Decimal(0),
+                "tokens_in": 0,
+                "tokens_out": 0,
+                "last_activity_at": at,
+                "created_at": at,
+                "updated_at": at,
+            },
+        )
+
+    def topic_described(self, event: Any, position: int) -> None:
+        facts = {
+            "owner": event.owner,
+            "priority": event.priority,
+            "tags": event.tags,
+            "metadata": event.metadata,
+        }
+        row = self.tables["topics"].get(event.name)
+        if row is None:
+            self._new_topic(event.name, event.timestamp, True, **facts)
+        else:
+            row.update(facts, defined=True, updated_at=event.timestamp)
+
+    def item_created(self, event: Any, position: int) -> None:
+        row = self.tables["topics"].get(event.topic)
+        if row is None:
+            self._new_topic(event.topic, event.timestamp, False)
+        else:
+            row["last_activity_at"] = event.timestamp
+        self.insert(
+            "topic_items",
+            event.originator_id.int,
+            {"item_id": event.originator_id, "topic": event.topic, "stage": "", "status": "ready"},
+        )
+
+    def _item_moved(self, event: Any, spend: bool = False, **values: Any) -> None:
+        item = self.tables["topic_items"].get(event.originator_id.int)
+        if item is None:
+            return
+        item.update(values)
+        topic = self.tables["topics"].get(item["topic"])
+        if topic is not None:
+            topic["last_activity_at"] = event.timestamp
+            if spend:
+                add_spend(topic, event)
+
+    def stage_ready(self, event: Any, position: int) -> None:
+        self._item_moved(event, stage=event.stage, status="ready")
+
+    def stage_claimed(self, event: Any, position: int) -> None:
+        self._item_moved(event, status="claimed")
+
+    def lease_ended(self, event: Any, position: int) -> None:
+        self._item_moved(event, isinstance(event, LeaseReported), status="advancing")
+
+    def item_stopped(self, event: Any, position: int) -> None:
+        self._item_moved(event, status=event.status)
