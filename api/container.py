@@ -27,7 +27,6 @@ from bus.claims import Claims
 from bus.governor import Governor
 from bus.scheduler import Scheduler
 from bus.sweeper import LeaseSweeper
-from bus.traces import TraceExport, traces_url
 from bus.webhooks import FollowerWatchdog, Retries, WebhookSender
 from domain.agent import Agent
 from domain.application import StateOwner, utc_now
@@ -39,6 +38,7 @@ from projections.maintenance import VIEWS
 from projections.poison import DeadLetters
 from projections.queries import EVENTS_TABLE, Queries
 from projections.ready import ReadySignal, RecentClaims
+from projections.traces import TraceExport, traces_url
 from projections.webhooks import WebhookOutbox, Webhooks
 from store.database import Database, resolve
 from store.log_recorder import AGENTS_CHANNEL

@@ -18,9 +18,9 @@ from api.container import Container
 from api.routes.health import _gather
 from api.routes.log import projection_statuses
 from api.settings import Settings
-from bus.traces import span_id_of
 from domain.application import utc_now
 from domain.values import By, Claimant, Completion, Failure, NewItem, Report
+from projections.traces import span_id_of
 from tests.live import free_port
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 

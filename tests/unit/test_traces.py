@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.resources import Resource
 
-from bus.traces import OpenRun, run_spans, traces_url, unclaimed_run
 from domain.application import StateOwner
 from domain.item import Item
 from domain.values import By, Claimant, Completion, NewItem, Report
+from projections.traces import OpenRun, run_spans, traces_url, unclaimed_run
 
 pytestmark = pytest.mark.unit
 
