@@ -77,6 +77,18 @@ def _wait_until_done(admin: httpx.Client, total: int, timeout: float = 90) -> No
         time.sleep(0.2)
 
 
+def _wait_until_caught_up(admin: httpx.Client, timeout: float = 30) -> None:
+    """Every follower reaches the head after the restart (the backstop bus reads a moment after
+    its wake, so the last events may still be on their way to it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lagging = {s["name"]: s["lag"] for s in admin.get("/v1/projections").json() if s["lag"]}
+        if not lagging:
+            return
+        assert time.monotonic() < deadline, f"still behind the log: {lagging}"
+        time.sleep(0.1)
+
+
 def _check_every_item(admin: httpx.Client, ids: list[str]) -> None:
     for item_id in ids:
         check_invariants(history(admin, item_id))
@@ -120,8 +132,7 @@ def test_a_serve_killed_mid_load_restarts_and_loses_or_doubles_nothing(
         for loop in loops:
             loop.join(10)
         _check_every_item(admin, ids)
-        statuses = admin.get("/v1/projections").json()
-        assert all(status["lag"] == 0 for status in statuses), statuses
+        _wait_until_caught_up(admin)
     assert sum(loop.transport_errors for loop in loops) > 0, "the kill was felt by the agents"
 
 
