@@ -154,9 +154,13 @@ class View(PostgresTrackingRecorder):
 
     def locked_position_expression(self) -> sql.Composed:
         """An expression that reads the position and locks it until the transaction ends."""
-        return sql.SQL(
-            "(SELECT notification_id FROM {} WHERE application_name = {} FOR UPDATE)"
-        ).format(self.tracking_table, sql.Literal(LOG_NAME))
+        return self.position_expression(locked=True)
+
+    def position_expression(self, locked: bool = False) -> sql.Composed:
+        """An expression that reads the position, to read within a larger statement."""
+        return sql.SQL("(SELECT notification_id FROM {} WHERE application_name = {}{})").format(
+            self.tracking_table, sql.Literal(LOG_NAME), sql.SQL(" FOR UPDATE" if locked else "")
+        )
 
     def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
         """Apply events that follow position `after`, and move the position, atomically."""
@@ -258,17 +262,13 @@ class ViewGroup:
         self.datastore = self.views[0].datastore
         self.dead_letters = dead_letters
         self.tolerate = tolerate or {}
-        self._locking: sql.Composed | None = None
-
-    def _running(self, curs: Cursor[DictRow]) -> list[View]:
-        stopped = self.dead_letters.stopped(curs) if self.dead_letters is not None else set()
-        return [view for view in self.views if view.name not in stopped]
+        self._statements: dict[bool, sql.Composed] = {}
 
     def position(self) -> int:
         """Where the running views stand (the least of them); with every view stopped, past any
         position, so the follower waits instead of reading what no view would apply."""
         with self.datastore.transaction(commit=False) as curs:
-            positions = [view.position_in(curs) for view in self._running(curs)]
+            positions = [position for _, position in self._positions(curs, locked=False)]
         return min(positions, default=NOTHING_TO_DO)
 
     def process_batch(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
@@ -283,30 +283,35 @@ class ViewGroup:
 
     def _locked(self, curs: Cursor[DictRow], after: int) -> list[tuple[View, int]]:
         """The running views and their positions, each locked; read in one round trip."""
-        if self._locking is None:
+        locked = self._positions(curs, locked=True)
+        if locked and min(position for _, position in locked) != after:
+            raise PositionMoved(self.name)
+        return locked
+
+    def _positions(self, curs: Cursor[DictRow], *, locked: bool) -> list[tuple[View, int]]:
+        """The running views and their positions (locked, or only read), in one round trip:
+        a follower asks whenever it goes idle, and a round trip per view adds up."""
+        if locked not in self._statements:
             stopped = (
                 self.dead_letters.stopped_expression()
                 if self.dead_letters is not None
                 else sql.SQL("NULL::text[]")
             )
             positions = [
-                sql.SQL("{} AS {}").format(v.locked_position_expression(), sql.Identifier(v.name))
+                sql.SQL("{} AS {}").format(v.position_expression(locked), sql.Identifier(v.name))
                 for v in self.views
             ]
-            self._locking = sql.SQL("SELECT {} AS stopped, {}").format(
+            self._statements[locked] = sql.SQL("SELECT {} AS stopped, {}").format(
                 stopped, sql.SQL(", ").join(positions)
             )
-        row = curs.execute(self._locking).fetchone()
+        row = curs.execute(self._statements[locked]).fetchone()
         assert row is not None
         stopped_views = set(row["stopped"] or ())
-        locked = [
+        return [
             (view, int(row[view.name] or 0))
             for view in self.views
             if view.name not in stopped_views
         ]
-        if locked and min(position for _, position in locked) != after:
-            raise PositionMoved(self.name)
-        return locked
 
     def _apply_together(self, batch: Sequence[tuple[Any, int]], after: int) -> None:
         with self.datastore.transaction(commit=True) as curs:
