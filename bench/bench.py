@@ -258,7 +258,7 @@ def throughput(base: str, tokens: dict[str, str], agents: int, items: int) -> fl
 
 
 def rebuild_rates(database_url: str) -> None:
-    """Rebuild item_status alone, then all six views in one pass, each beside a bare read of the
+    """Rebuild item_status alone, then every view in one pass, each beside a bare read of the
     log table made just before it (the same read the rebuild makes, nothing decoded): the
     targets are ratios to that read (≥ 0.3 for one view, ≥ 0.15 for all)."""
     from api.container import Container
@@ -280,7 +280,7 @@ def rebuild_rates(database_url: str) -> None:
                 app.mapper,
             )
             rate = events / (time.perf_counter() - started)
-            label = names[0] if len(names) == 1 else "all six views in one pass"
+            label = names[0] if len(names) == 1 else f"all {len(names)} views in one pass"
             print(
                 f"projection rebuild ({label}) of {events} events: {rate:8.0f} events/s, "
                 f"bare read of the log {bare:8.0f} rows/s, ratio {rate / bare:4.2f} "
