@@ -120,22 +120,8 @@ class Container:
     def _connect(self) -> None:
         settings = self.settings
         self.database = resolve(settings.database_url, settings.data_dir)
-        self.app = StateOwner(
-            env=self.database.eventsourcing_env(settings.pool_size),
-            clock=self.clock,
-            spec_limits=SpecLimits(
-                max_stages=settings.max_stages,
-                max_routes=settings.max_routes,
-                max_bytes=settings.max_spec_bytes,
-            ),
-            decide_at_once=settings.decide_at_once,
-        )
-        self.datastore = self.database.datastore(max(2, settings.pool_size // 2))
-        self.views = {name: view(self.datastore) for name, view in VIEWS.items()}
-        for view in self.views.values():
-            view.create_table()
-        self.dead_letters = DeadLetters(self.datastore)
-        self.dead_letters.create_table()
+        with self.database.schema_lock():
+            self._create_schema()
         self.pool = ConnectionPool(
             self.database.conninfo,
             connection_class=Connection[DictRow],
@@ -187,10 +173,31 @@ class Container:
         self.scheduler = Scheduler(
             self.app, self.queries, self.database.conninfo, settings.schedule_grace_seconds
         )
-        self.outbox = WebhookOutbox(self.datastore)
-        self.outbox.create_table()
         self.webhooks = Webhooks(self.pool)
         self.started = True
+
+    def _create_schema(self) -> None:
+        """The log, its application, the views, the dead letters and the outbox: built here and
+        their tables created (those missing), under the schema lock."""
+        settings = self.settings
+        self.app = StateOwner(
+            env=self.database.eventsourcing_env(settings.pool_size),
+            clock=self.clock,
+            spec_limits=SpecLimits(
+                max_stages=settings.max_stages,
+                max_routes=settings.max_routes,
+                max_bytes=settings.max_spec_bytes,
+            ),
+            decide_at_once=settings.decide_at_once,
+        )
+        self.datastore = self.database.datastore(max(2, settings.pool_size // 2))
+        self.views = {name: view(self.datastore) for name, view in VIEWS.items()}
+        for view in self.views.values():
+            view.create_table()
+        self.dead_letters = DeadLetters(self.datastore)
+        self.dead_letters.create_table()
+        self.outbox = WebhookOutbox(self.datastore)
+        self.outbox.create_table()
 
     def _start_webhooks(self) -> None:
         """The outbox follower (beside the bus: one active instance), the senders that post
@@ -232,7 +239,8 @@ class Container:
             endpoint=traces_url(endpoint), timeout=self.settings.otlp_timeout_seconds
         )
         traces = TraceExport(self.datastore, exporter, on_exported=self.metrics.spans_exported.inc)
-        traces.create_table()
+        with self.database.schema_lock():
+            traces.create_table()
         return traces
 
     def _follower(self, handler: ViewGroup | Bus | TraceExport | WebhookOutbox) -> Follower:

@@ -137,12 +137,21 @@ class Proc:
     port: int | None = None
     process: subprocess.Popen[bytes] | None = None
     kills: int = 0
+    exits: list[int] = field(default_factory=list)
 
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own command line
                 [str(STATEOWNER), *self.args], env=self.env, stdout=out, stderr=out
             )
+
+    def restart_if_exited(self) -> None:
+        """A process that ended by itself is a finding; it is restarted, as a supervisor would."""
+        assert self.process is not None
+        code = self.process.poll()
+        if code is not None:
+            self.exits.append(code)
+            self.start()
 
     def kill(self) -> None:
         assert self.process is not None
@@ -354,6 +363,18 @@ def violations_of(events: list[dict[str, Any]], acked: dict[str, str]) -> list[s
     return found
 
 
+def open_dead_letters(url: str) -> list[str]:
+    """Events a view could not apply, which stop it until an operator skips them."""
+    with psycopg.connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass('projection_dead_letters')").fetchone()
+        if exists is None or exists[0] is None:
+            return []
+        rows = conn.execute(
+            "SELECT view, position, error FROM projection_dead_letters WHERE status = 'open'"
+        ).fetchall()
+    return [f"{view} at {position}: {error}" for view, position, error in rows]
+
+
 def run_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own command line
         [str(STATEOWNER), *args], env=env, capture_output=True, text=True, timeout=600, check=False
@@ -451,6 +472,8 @@ def main() -> int:
         database_restarts = 0
         for kill in range(args.kills):
             time.sleep(rng.uniform(0.5, 2.5))
+            for proc in procs:
+                proc.restart_if_exited()
             victim = rng.choice(procs)
             victim.kill()
             time.sleep(rng.uniform(0.1, 0.8))
@@ -471,6 +494,8 @@ def main() -> int:
             )
             if done >= args.items:
                 break
+            for proc in procs:
+                proc.restart_if_exited()
             time.sleep(1)
         stop.set()
         for worker in [*agents, desk]:
@@ -486,8 +511,14 @@ def main() -> int:
             violations += [
                 f"item {item_id}: {v}" for v in violations_of(item_history, ledger.reports)
             ]
+        stopped = open_dead_letters(url)
+        violations += [f"a view stopped on a dead letter: {letter}" for letter in stopped]
         admin.close()
         for proc in procs:
+            proc.restart_if_exited()
+            violations += [
+                f"{proc.name} exited by itself with {code}; see {proc.log}" for code in proc.exits
+            ]
             proc.stop()
         verified = run_command(env, "projections", "verify")
         if verified.returncode != 0:
@@ -497,9 +528,10 @@ def main() -> int:
             violations.append("log verify: " + chain.stderr[-2000:])
 
     kills = ", ".join(f"{p.name} {p.kills}" for p in procs)
+    exits = sum(len(p.exits) for p in procs)
     summary = (
         f"chaos: {sum(p.kills for p in procs)} kills ({kills}), {database_restarts} database "
-        f"restart(s), {done}/{args.items} items done, {len(ledger.reports)} acknowledged reports, "
+        f"restart(s), {exits} exit(s) by themselves, {done}/{args.items} items done, {len(ledger.reports)} acknowledged reports, "
         f"{events} events, {desk.retried} operator retries, {len(violations)} violation(s), "
         f"projections {'identical' if verified.returncode == 0 else 'DIFFER'}, "
         f"chain {'intact' if chain.returncode == 0 else 'BROKEN'}, "

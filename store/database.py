@@ -4,15 +4,19 @@ named by URL, or an embedded one started here."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
 EMBEDDED_DIRNAME = "pgdata"
 CONNECT_TIMEOUT_SECONDS = 5
+SCHEMA_LOCK = "stateowner:schema"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,16 @@ class Database:
             "AGGREGATE_CACHE_MAXSIZE": "10000",
             "PROCESS_RECORDER_TOPIC": "store.log_recorder:SingleTripRecorder",
         }
+
+    @contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Held while a process creates or upgrades the schema. `CREATE TABLE IF NOT EXISTS` is
+        not safe against itself: processes starting together fail on a duplicate type."""
+        with psycopg.connect(
+            self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+        ) as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (SCHEMA_LOCK,))
+            yield  # the lock goes with the connection
 
     def datastore(self, pool_size: int, schema: str = "") -> PostgresDatastore:
         """A datastore for views (in `schema`, or the default one), on this database."""
