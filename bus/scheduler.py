@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
 
-import psycopg
 import structlog
 
+from bus.exclusive import ExclusiveLoop
 from bus.timetable import Timetable
 from domain.application import StateOwner
 from domain.errors import ConcurrentUpdate, DomainError, NotFound, StateConflict
 from domain.schedule import Fire, Skip, on_due
 from domain.values import By
-from projections.background import Background
-from projections.follower import try_advisory_lock
 from projections.queries import Queries
 
 log = structlog.get_logger(__name__)
@@ -22,7 +19,7 @@ log = structlog.get_logger(__name__)
 SCHEDULER_ACTOR = "system:scheduler"
 
 
-class Scheduler(Background):
+class Scheduler(ExclusiveLoop):
     """One active scheduler across processes (an advisory lock, the bus's standby rule). The
     Schedule aggregate says which ticks are done; firing a tick appends its item and
     `ScheduleFired` together, so a crash leaves both or neither, and a rival that fired first
@@ -39,24 +36,15 @@ class Scheduler(Background):
         grace_seconds: float,
         poll_seconds: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(conninfo, standby_retry_seconds=min(poll_seconds, 0.5))
         self.app = app
         self.queries = queries
-        self.conninfo = conninfo
         self.grace_seconds = grace_seconds
         self.poll_seconds = poll_seconds
         self.fired = 0
-        self.error: str | None = None
-        self.standby = False
-        self._wake = threading.Event()
 
-    def request_stop(self) -> None:
-        super().request_stop()
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Look again now (a schedule was put)."""
-        self._wake.set()
+    def tick(self) -> float:
+        return self.tend_all()
 
     def tend_all(self) -> float:
         """Fire or skip what is due on every active schedule; return how long to sleep."""
@@ -98,23 +86,3 @@ class Scheduler(Background):
         except (ConcurrentUpdate, StateConflict, NotFound):
             pass  # a rival fired it first, or the schedule changed meanwhile: look next time
         return timetable.next_after(max(schedule.after, latest or schedule.after, now))
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-                    while not self._stopping.is_set():
-                        self.standby = not try_advisory_lock(conn, self.name)
-                        if not self.standby:
-                            break
-                        self._stopping.wait(min(self.poll_seconds, 0.5))
-                    while not self._stopping.is_set():
-                        sleep = self.tend_all()
-                        self.error = None
-                        conn.execute("SELECT 1")  # the lock lives with this connection: keep it
-                        self._wake.wait(sleep)
-                        self._wake.clear()
-            except Exception as error:  # keep scheduling after any one failure, visibly
-                self.error = f"{type(error).__name__}: {error}"
-                log.error("scheduler_failed", error=self.error)
-                self._stopping.wait(1.0)
