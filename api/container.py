@@ -7,15 +7,20 @@ stops and closes them all.
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 
 import anyio
+import psycopg
+import structlog
+from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from psycopg import Connection
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api.auth import find_agent
 from api.health import DatabaseHealth
@@ -43,8 +48,19 @@ from projections.webhooks import WebhookOutbox, Webhooks
 from store.database import Database, resolve
 from store.log_recorder import AGENTS_CHANNEL
 
+log = structlog.get_logger(__name__)
+
 EVENTS_CHANNEL = EVENTS_TABLE
 OPS_CONNECTIONS = 2
+STARTUP_RETRY_SECONDS = 0.5
+# What a database restarting, or not up yet, raises at start.
+UNREACHABLE = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OperationalError,
+    InterfaceError,
+    PoolTimeout,
+)
 
 
 BUS_GATHER_SECONDS = 0.1
@@ -120,8 +136,7 @@ class Container:
     def _connect(self) -> None:
         settings = self.settings
         self.database = resolve(settings.database_url, settings.data_dir)
-        with self.database.schema_lock():
-            self._create_schema()
+        self._create_schema_when_reachable()
         self.pool = ConnectionPool(
             self.database.conninfo,
             connection_class=Connection[DictRow],
@@ -175,6 +190,28 @@ class Container:
         )
         self.webhooks = Webhooks(self.pool)
         self.started = True
+
+    def _create_schema_when_reachable(self) -> None:
+        """A process may start while its database restarts or is still coming up beside it:
+        it waits (bounded) instead of exiting at once."""
+        deadline = time.monotonic() + self.settings.startup_wait_seconds
+        while True:
+            try:
+                with self.database.schema_lock():
+                    self._create_schema()
+                return
+            except UNREACHABLE as error:
+                self._close_app()
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("database_unreachable_at_start", error=str(error))
+                time.sleep(STARTUP_RETRY_SECONDS)
+
+    def _close_app(self) -> None:
+        app = getattr(self, "app", None)
+        if app is not None:
+            with contextlib.suppress(Exception):
+                app.close()
 
     def _create_schema(self) -> None:
         """The log, its application, the views, the dead letters and the outbox: built here and

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         description="Python thread switch interval; lower wakes waiters sooner",
     )
     pool_size: int = Field(default=8, gt=0, description="database connections per process")
+    startup_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="at start, wait this long for an unreachable database before giving up",
+    )
     log_json: bool | None = Field(
         default=None, description="JSON logs; default: when not on a terminal"
     )
