@@ -71,13 +71,27 @@ def _by() -> By:
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="STATEOWNER_PROCESSES",
+            help="server processes on the one port (one per core uses every core)",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the API, the projection followers and the bus in one process."""
+    """Run the API, the projection followers and the bus (one active instance of each follower
+    across processes; the others stand by)."""
     from api.app import create_app
     from api.server import serve as run_server
+    from api.server import serve_processes
 
     settings = Settings()
-    run_server(create_app(settings), settings, host, port)
+    if processes == 1:
+        run_server(create_app(settings), settings, host, port)
+    else:
+        serve_processes(create_app, settings, host, port, processes)
 
 
 @cli.command()

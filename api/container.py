@@ -290,12 +290,14 @@ class Container:
             gather = BUS_GATHER_SECONDS  # incidents need not race a hand-off either
         else:
             gather = 0.0
-        # The bus and the exporter act outside their own tables: one active instance each. A
-        # collector that cannot be reached delays traces; it does not make the service unready.
+        # One active instance of each across processes. The bus and the exporter act outside
+        # their own tables, so they must; views would only be safe twice (their tracking rows
+        # are locked), but a second copy reads and decodes every batch to lose it. A collector
+        # that cannot be reached delays traces; it does not make the service unready.
         return Follower(
             handler,
             log,
-            exclusive=not isinstance(handler, ViewGroup),
+            exclusive=True,
             required=not isinstance(handler, TraceExport),
             gather_seconds=gather,
         )

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable
 from types import FrameType
 
 import h11
+import structlog
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api.settings import Settings
+from store.database import resolve
+
+log = structlog.get_logger(__name__)
 
 # After this, requests still running are cancelled: a stop never hangs on a slow one.
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -73,8 +84,8 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
-    config = uvicorn.Config(
+def _config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -84,4 +95,82 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
     )
-    Server(config, app).run()
+
+
+def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
+    Server(_config(app, settings, host, port), app).run()
+
+
+# A process that dies sooner than this after its start is restarted only after a pause, so a
+# process that cannot start does not spin.
+QUICK_DEATH_SECONDS = 5.0
+
+
+def serve_processes(
+    make_app: Callable[[Settings], FastAPI],
+    settings: Settings,
+    host: str,
+    port: int,
+    processes: int,
+) -> None:
+    """Serve from several processes on one listening socket: Python runs one thread at a time
+    per process, so one process cannot use more than one core. The parent binds the socket,
+    forks the servers before it starts any thread, restarts one that dies, and passes SIGTERM
+    and SIGINT on. The children share what must agree between them: the database (an embedded
+    one is started here, once) and the console's session secret."""
+    if not settings.database_url:
+        database = resolve(None, settings.data_dir)
+        os.environ["STATEOWNER_DATABASE_URL"] = database.conninfo
+    if settings.session_secret is None:
+        os.environ["STATEOWNER_SESSION_SECRET"] = secrets.token_urlsafe(32)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+
+    def start_one() -> int:
+        pid = os.fork()
+        if pid == 0:  # the child: a whole server of its own, on the shared socket
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                child_settings = Settings()
+                app = make_app(child_settings)
+                Server(_config(app, child_settings, host, port), app).run(sockets=[listener])
+            except BaseException:  # the parent restarts it; say why it ended
+                log.exception("server_process_failed")
+                code = 1
+            finally:
+                os._exit(code)
+        return pid
+
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    children = {start_one(): time.monotonic() for _ in range(processes)}
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("serving", host=host, port=port, processes=processes, pids=sorted(children))
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if started is None or stopping:
+            continue
+        log.error("server_process_died", pid=pid, status=status)
+        if time.monotonic() - started < QUICK_DEATH_SECONDS:
+            time.sleep(QUICK_DEATH_SECONDS)
+        if not stopping:
+            children[start_one()] = time.monotonic()
+    listener.close()

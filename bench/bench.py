@@ -91,14 +91,15 @@ def fresh_database(server_url: str | None) -> Iterator[str]:
 
 
 @contextmanager
-def served(database_url: str, port: int) -> Iterator[tuple[str, int]]:
+def served(database_url: str, port: int, processes: int = 1) -> Iterator[tuple[str, int]]:
     env = {
         **os.environ,
         "STATEOWNER_DATABASE_URL": database_url,
         "STATEOWNER_ADMIN_TOKEN": ADMIN,
         "STATEOWNER_LOG_LEVEL": "warning",
     }
-    process = subprocess.Popen([str(STATEOWNER), "serve", "--port", str(port)], env=env)  # noqa: S603
+    command = [str(STATEOWNER), "serve", "--port", str(port), "--processes", str(processes)]
+    process = subprocess.Popen(command, env=env)  # noqa: S603
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -291,10 +292,14 @@ def rebuild_rates(database_url: str) -> None:
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The resident memory of a server: the process and, with --processes, its children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0.0
+    for each in (pid, *map(int, children)):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def waiting_claims(base: str, pid: int, count: int) -> tuple[list[float], float, int]:
@@ -528,6 +533,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=None, help="items per throughput run")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--waiting", type=int, default=None, help="claims to park for /healthz")
+    parser.add_argument("--processes", type=int, default=1, help="serve --processes N")
     args = parser.parse_args()
     handoffs = args.handoffs or (50 if args.quick else 200)
     items = args.items or (100 if args.quick else 400)
@@ -535,7 +541,10 @@ def main() -> None:
     seconds = 1.5 if args.quick else 3.0
     samples = 100 if args.quick else 300
     where = "external PostgreSQL" if args.database_url else "embedded PostgreSQL"
-    print(f"stateowner benchmark on {where}, {os.cpu_count()} cores")
+    print(
+        f"stateowner benchmark on {where}, {os.cpu_count()} cores, "
+        f"serve --processes {args.processes}"
+    )
     with fresh_database(args.database_url) as database_url:
         save = bare_save_rate(database_url, seconds)
         one = raw_commit_rate(database_url, 1, seconds)
@@ -543,7 +552,7 @@ def main() -> None:
         print(f"{'reference: library Application.save (bare)':44s} {save:8.0f} saves/s")
         print(f"{'reference: raw one-row commits, 1 connection':44s} {one:8.0f} commits/s")
         print(f"{'reference: raw one-row commits, 8 connections':44s} {eight:8.0f} commits/s")
-        with served(database_url, args.port or free_port()) as (base, pid):
+        with served(database_url, args.port or free_port(), args.processes) as (base, pid):
             tokens = setup(base)
             from_sent, from_answer = trigger_latency(base, tokens, handoffs)
             celery = peer_figures(handoffs, items)

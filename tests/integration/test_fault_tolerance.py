@@ -3,6 +3,8 @@ item's history still shows exactly one decision per completion and one ItemCompl
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import AgentLoop, LiveService, check_invariants, history
+from tests.live import AgentLoop, LiveService, Process, check_invariants, history
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +161,41 @@ def test_two_bus_workers_never_double_dispatch_and_the_standby_takes_over(
         for loop in loops:
             loop.join(10)
         _check_every_item(admin, ids)
+
+
+def _server_processes(parent: Process) -> list[int]:
+    assert parent.process is not None
+    pid = parent.process.pid
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_serve_with_two_processes_shares_the_work_and_replaces_a_killed_one(
+    service: LiveService,
+) -> None:
+    """`serve --processes 2` answers on one port from two processes; agents carry thirty items
+    through while one of them is SIGKILLed, the parent starts another, and nothing is lost or
+    doubled; SIGTERM stops them all."""
+    parent = service.serve(STATEOWNER_PROCESSES="2")
+    first = _server_processes(parent)
+    assert len(first) == 2
+    ids, tokens = _prepare(service, items=30)
+    stop = threading.Event()
+    loops = _agents(service, tokens, stop)
+    with service.client() as admin:
+        time.sleep(1)
+        os.kill(first[1], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while len(set(_server_processes(parent)) - {first[1]}) < 2:
+            assert time.monotonic() < deadline, "the parent did not replace the killed process"
+            time.sleep(0.2)
+        _wait_until_done(admin, len(ids))
+        stop.set()
+        for loop in loops:
+            loop.join(10)
+        _wait_until_caught_up(admin)
+        _check_every_item(admin, ids)
+    serving = _server_processes(parent)
+    parent.stop()
+    assert parent.process is not None
+    assert parent.process.returncode == 0
+    assert [pid for pid in serving if Path(f"/proc/{pid}").exists()] == []
