@@ -1,4 +1,4 @@
-"""Take the README's console screenshots: a real `stateowner serve` on a fresh database, the
+"""Take the README's console screenshots (overview, an item, a pipeline's report): a real `stateowner serve` on a fresh database, the
 browser tests' story told to it, and chromium signed in as an operator.
 
     .venv/bin/python docs/screenshots.py                       # embedded PostgreSQL
@@ -39,8 +39,10 @@ def shoot(server_conninfo: str, workdir: Path) -> None:
             page.locator("details.trace").first.locator("summary").click()
             page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-picture
             page.screenshot(path=ROOT / "docs/console-item.png", full_page=True)
+            page.goto("/pipelines/article/report")
+            page.screenshot(path=ROOT / "docs/console-report.png", full_page=True)
             browser.close()
-    print("wrote docs/console-overview.png and docs/console-item.png")
+    print("wrote docs/console-overview.png, docs/console-item.png and docs/console-report.png")
 
 
 def main() -> None:
