@@ -397,10 +397,14 @@ class Fold:
         def values(row: Row) -> list[Any]:
             found = list(row.values())
             for n in jsonb:
-                found[n] = Jsonb(found[n])
+                found[n] = self.to_jsonb(found[n])
             return found
 
         return columns, (values(row) if jsonb else tuple(row.values()) for row in rows.values())
+
+    def to_jsonb(self, value: Any) -> Jsonb:
+        """A jsonb column's value as the view's handlers pass it."""
+        return Jsonb(value)
 
     def insert(self, table: str, key: Any, row: Row) -> Row:
         rows = self.tables[table]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
@@ -14,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from domain.eval_run import EvalRun
 from domain.item import Item, ItemStopped, LeaseReported
-from projections.base import View, handles, spend_of
+from projections.base import Fold, FoldConflict, Row, View, add_spend, handles, spend_of
 
 # A stage made ready again by hand (a retry of a parked item, a resume, a rewind) sets its case
 # running again; the ready events of the ordinary flow change nothing here.
@@ -137,3 +139,78 @@ class EvalsView(View):
     def ready(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         if event.reason not in FLOW_REASONS:
             self._update(curs, event, "status = 'ready', detail = ''")
+
+
+class EvalsFold(Fold):
+    view = EvalsView
+    jsonb = frozenset({"checks", "outputs"})
+
+    def to_jsonb(self, value: Any) -> Jsonb:
+        return _json(value)
+
+    def run_started(self, event: Any, position: int) -> None:
+        self.insert(
+            "eval_runs",
+            event.originator_id.int,
+            {
+                "run_id": event.originator_id,
+                "pipeline": event.pipeline,
+                "version": event.pipeline_version,
+                "topic": event.topic,
+                "cases": len(event.cases),
+                "started_by": event.actor,
+                "started_at": event.timestamp,
+                "position": position,
+            },
+        )
+        for ordinal, case in enumerate(event.cases):
+            # The handler passes the id as text, for PostgreSQL to read as a uuid.
+            item_id = UUID(case["item_id"])
+            self.insert(
+                "eval_cases",
+                item_id.int,
+                {
+                    "item_id": item_id,
+                    "run_id": event.originator_id,
+                    "ordinal": ordinal,
+                    "name": case["name"],
+                    "checks": case["checks"],
+                    "status": "ready",
+                    "detail": "",
+                    "outputs": {},
+                    "cost_usd": Decimal(0),
+                    "tokens_in": 0,
+                    "tokens_out": 0,
+                    "updated_at": event.timestamp,
+                },
+            )
+
+    def _update(self, event: Any, **values: Any) -> Row | None:
+        """Change an eval item's case; for any other item there is no row."""
+        row = self.tables["eval_cases"].get(event.originator_id.int)
+        if row is not None:
+            row.update(values, updated_at=event.timestamp)
+        return row
+
+    def reported(self, event: Any, position: int) -> None:
+        row = self._update(event, status="advancing")
+        if row is None:
+            return
+        add_spend(row, event)
+        if isinstance(event, Item.StageCompleted):
+            if event.stage is None:  # jsonb_set refuses a null path element
+                raise FoldConflict("eval_cases: an output of no stage")
+            row["outputs"][event.stage] = event.output
+
+    def stopped(self, event: Any, position: int) -> None:
+        detail = getattr(event, "detail", "") or ""
+        if isinstance(event, Item.ItemParked):
+            detail = f"parked at {event.stage} ({event.reason}): {detail}"
+        self._update(event, status=event.status, detail=detail)
+
+    def resumed(self, event: Any, position: int) -> None:
+        self._update(event, status="ready", detail="")
+
+    def ready(self, event: Any, position: int) -> None:
+        if event.reason not in FLOW_REASONS:
+            self._update(event, status="ready", detail="")

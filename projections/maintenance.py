@@ -15,12 +15,12 @@ from projections import bulk
 from projections.agents import AgentsFold, AgentsView
 from projections.audit import AuditFold, AuditView
 from projections.base import Fold, View, ViewGroup
-from projections.evals import EvalsView
+from projections.evals import EvalsFold, EvalsView
 from projections.follower import read_batch
 from projections.item_status import ItemStatusFold, ItemStatusView
 from projections.poison import DeadLetters
-from projections.report import ReportView
-from projections.schedules import LimitsView, SchedulesView
+from projections.report import ReportFold, ReportView
+from projections.schedules import LimitsFold, LimitsView, SchedulesFold, SchedulesView
 from projections.spend import BudgetsFold, BudgetsView, SpendFold, SpendView
 from projections.topics import TopicsFold, TopicsView
 from store.database import Database
@@ -32,10 +32,13 @@ VIEWS: dict[str, type[View]] = {
         *(SchedulesView, LimitsView, ReportView, EvalsView),
     )
 }
-# The views folded in memory by a bulk rebuild; the others are replayed event by event.
+# The views folded in memory by a bulk rebuild; any other would be replayed event by event.
 FOLDS: dict[str, type[Fold]] = {
     fold.view.name: fold
-    for fold in (ItemStatusFold, TopicsFold, AgentsFold, SpendFold, BudgetsFold, AuditFold)
+    for fold in (
+        *(ItemStatusFold, TopicsFold, AgentsFold, SpendFold, BudgetsFold, AuditFold),
+        *(SchedulesFold, LimitsFold, ReportFold, EvalsFold),
+    )
 }
 SHADOW_SCHEMA = "stateowner_shadow"
 SNAPSHOT_SCHEMA = "stateowner_snapshot"

@@ -4,13 +4,14 @@ visit's waiting (ready → claimed) and working (claimed → reported) time."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from domain.item import Item, ItemStopped, LeaseEnded, LeaseReported
-from projections.base import View, handles
+from projections.base import Fold, Row, View, handles
 
 
 def is_eval(event: Any) -> bool:
@@ -111,3 +112,83 @@ class ReportView(View):
     @handles(Item.ItemResumed)
     def item_resumed(self, event: Any, position: int, curs: Cursor[DictRow]) -> None:
         self._item(curs, event, "status = 'active', ended_at = NULL")
+
+
+class ReportFold(Fold):
+    view = ReportView
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Each item's latest stage visit: the row its `max(version)` names.
+        self._visits: dict[int, Row] = {}
+
+    def _item(self, event: Any, **values: Any) -> Row | None:
+        row = self.tables["report_items"].get(event.originator_id.int)
+        if row is not None:
+            row.update(values)
+        return row
+
+    def _visit(self, event: Any, column: str) -> None:
+        visit = self._visits.get(event.originator_id.int)
+        if visit is not None:
+            visit[column] = event.timestamp
+
+    def item_created(self, event: Any, position: int) -> None:
+        self.insert(
+            "report_items",
+            event.originator_id.int,
+            {
+                "item_id": event.originator_id,
+                "pipeline": event.pipeline,
+                "eval": is_eval(event),
+                "status": "active",
+                "cost_usd": Decimal(0),
+                "parked": 0,
+                "halted": 0,
+                "expired": 0,
+                "created_at": event.timestamp,
+                "ended_at": None,
+            },
+        )
+
+    def stage_ready(self, event: Any, position: int) -> None:
+        item = event.originator_id.int
+        version = event.originator_version
+        visit = self.insert(
+            "report_stages",
+            (item, version),
+            {
+                "item_id": event.originator_id,
+                "version": version,
+                "stage": event.stage,
+                "ready_at": max(event.timestamp, event.not_before or event.timestamp),
+                "claimed_at": None,
+                "ended_at": None,
+            },
+        )
+        latest = self._visits.get(item)
+        if latest is None or latest["version"] < version:
+            self._visits[item] = visit
+        self._item(event, status="active", ended_at=None)
+
+    def stage_claimed(self, event: Any, position: int) -> None:
+        self._visit(event, "claimed_at")
+
+    def lease_ended(self, event: Any, position: int) -> None:
+        self._visit(event, "ended_at")
+        if isinstance(event, LeaseReported):
+            row = self._item(event)
+            if row is not None:
+                row["cost_usd"] += event.cost_usd
+        elif isinstance(event, Item.LeaseExpired):
+            row = self._item(event)
+            if row is not None:
+                row["expired"] += 1
+
+    def item_stopped(self, event: Any, position: int) -> None:
+        row = self._item(event, status=event.status, ended_at=event.timestamp)
+        if row is not None and event.status in ("parked", "halted"):
+            row[event.status] += 1
+
+    def item_resumed(self, event: Any, position: int) -> None:
+        self._item(event, status="active", ended_at=None)

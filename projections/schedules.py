@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 
 from domain.pipeline import Pipeline
 from domain.schedule import Schedule
-from projections.base import View, handles
+from projections.base import Fold, FoldConflict, Row, View, handles
 
 
 class SchedulesView(View):
@@ -143,4 +143,103 @@ class LimitsView(View):
                         "INSERT INTO {} (pipeline, stage, max_concurrent) SELECT {}, %s, %s"
                     ).format(table, pipeline),
                     (event.originator_id, stage["name"], stage["max_concurrent"]),
+                )
+
+
+class SchedulesFold(Fold):
+    view = SchedulesView
+    jsonb = frozenset({"spec"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        # schedule_id is UNIQUE, and the handlers find a row by it.
+        self._names: dict[int, str] = {}
+
+    def defined(self, event: Any, position: int) -> None:
+        schedule_id = event.originator_id.int
+        if schedule_id in self._names:
+            raise FoldConflict(f"schedules: the schedule_id {event.originator_id} is taken")
+        self.insert(
+            "schedules",
+            event.name,
+            {
+                "name": event.name,
+                "schedule_id": event.originator_id,
+                "spec": event.spec,
+                "enabled": event.spec["enabled"],
+                "deleted": False,
+                "after": event.after,
+                "last_tick": None,
+                "last_item_id": None,
+                "fired": 0,
+                "skipped": 0,
+                "missed": 0,
+                "created_at": event.timestamp,
+                "updated_at": event.timestamp,
+            },
+        )
+        self._names[schedule_id] = event.name
+
+    def _update(self, event: Any, **values: Any) -> Row | None:
+        row = self.tables["schedules"].get(self._names.get(event.originator_id.int))
+        if row is not None:
+            row.update(values, updated_at=event.timestamp)
+        return row
+
+    def changed(self, event: Any, position: int) -> None:
+        self._update(
+            event, spec=event.spec, enabled=event.spec["enabled"], after=event.after, deleted=False
+        )
+
+    def deleted(self, event: Any, position: int) -> None:
+        self._update(event, deleted=True)
+
+    def fired(self, event: Any, position: int) -> None:
+        row = self._update(
+            event, after=event.tick, last_tick=event.tick, last_item_id=event.item_id
+        )
+        if row is not None:
+            row["fired"] += 1
+            row["missed"] += event.missed
+
+    def skipped(self, event: Any, position: int) -> None:
+        row = self._update(event, after=event.tick)
+        if row is not None:
+            row["skipped"] += 1
+            row["missed"] += event.missed
+
+
+class LimitsFold(Fold):
+    view = LimitsView
+
+    def defined(self, event: Any, position: int) -> None:
+        self.insert(
+            "limit_pipelines",
+            event.originator_id.int,
+            {"pipeline_id": event.originator_id, "name": event.name},
+        )
+        self._caps(event)
+
+    def revised(self, event: Any, position: int) -> None:
+        self._caps(event)
+
+    def _caps(self, event: Any) -> None:
+        found = self.tables["limit_pipelines"].get(event.originator_id.int)
+        pipeline = found["name"] if found is not None else None
+        limits = self.tables["stage_limits"]
+        # DELETE ... WHERE pipeline = NULL deletes nothing; a row made with it is refused below.
+        for key in [key for key in limits if key[0] == pipeline]:
+            del limits[key]
+        for stage in event.spec["stages"]:
+            if stage.get("max_concurrent"):
+                if pipeline is None:
+                    raise FoldConflict(f"stage_limits: no pipeline {event.originator_id}")
+                self.insert(
+                    "stage_limits",
+                    (pipeline, stage["name"]),
+                    {
+                        "pipeline": pipeline,
+                        "stage": stage["name"],
+                        "max_concurrent": stage["max_concurrent"],
+                    },
                 )

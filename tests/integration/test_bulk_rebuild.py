@@ -184,6 +184,91 @@ def _drive_issue_11(container: Container) -> None:
         {**SPEC, "stages": [{**SPEC["stages"][0], "max_concurrent": 2}, *SPEC["stages"][1:]]},
         OPS,
     )
+    _drive_folds(container)
+
+
+# Stage one retries after a long backoff and is capped; an item halts once it spent 1 USD.
+BUDGETED = {
+    "stages": [
+        {"name": "one", "max_attempts": 3, "retry_backoff_seconds": 600, "max_concurrent": 3},
+        {"name": "two", "retry_backoff_seconds": 0},
+    ],
+    "item_budget_usd": 1,
+}
+SPENT = Report(Decimal("1.5"), 7, 2, 5)
+FREE = Report(Decimal("0"), 1, 1, 1)
+
+
+def _work(container: Container, item_id: uuid.UUID, result: Completion | Failure) -> None:
+    """The item's ready stage claimed and reported as `result`, and what follows decided."""
+    app = container.app
+    stage = app.item(item_id).stage
+    holder = Claimant("bulk-x", frozenset({stage}))
+    by = By("agent:bulk-x", "t")
+    _, lease, _ = app.claim(item_id, stage, holder, by)
+    if isinstance(result, Failure):
+        app.fail_stage(lease, holder, result, by)
+    else:
+        app.complete_stage(lease, holder, result, by)
+    if app.item(item_id).status == "advancing":
+        app.decide([(list(app.events.get(item_id))[-1], By("system:bus", "t"))])
+
+
+def _drive_folds(container: Container) -> None:
+    """What the schedules, limits, report and evals views keep, every way it changes: a
+    schedule defined disabled, enabled, fired late with ticks missed, deleted and put again; a
+    cap moved from one stage to another; items waiting out a backoff, halted over their budget
+    and resumed; eval cases halted, parked, retried, cancelled and done."""
+    app = container.app
+    app.put_pipeline("bulk-x", BUDGETED, OPS)
+    app.register_agent(Registration("bulk-x", "agent", ("one", "two"), "h"), OPS)
+
+    nightly = ScheduleSpec("bulk", "bulk-n", "night {tick}", every_seconds=86400, enabled=False)
+    app.put_schedule("nightly", nightly, OPS)
+    app.put_schedule("nightly", replace(nightly, enabled=True), OPS)
+    tick = app.clock().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    app.fire_schedule("nightly", tick, late=True, missed=2, by=OPS)
+    app.fire_schedule("nightly", tick + timedelta(days=1), late=False, missed=0, by=OPS)
+    app.delete_schedule("nightly", OPS)
+    app.put_schedule("nightly", replace(nightly, enabled=True, title="again {tick}"), OPS)
+
+    halted, _ = app.create_item(NewItem("bulk-x", "bulk-x", "halts", {}, "x1"), OPS)
+    _work(container, halted.id, Completion({"s": "one"}, None, SPENT))
+    app.resume_item(halted.id, OPS)
+    _work(container, halted.id, Completion({"s": "two"}, None, FREE))
+    app.resume_item(halted.id, OPS)  # halted again at the end: resumed, it is done
+    waiting, _ = app.create_item(NewItem("bulk-x", "bulk-x", "waits", {}, "x2"), OPS)
+    _work(container, waiting.id, Failure("busy", True, FREE))  # ready again in ten minutes
+
+    run_id = uuid.uuid4()
+    checks = [{"kind": "contains", "value": "s"}]
+    app.start_eval(
+        "bulk-x",
+        1,
+        [{"name": f"x{n}", "input": {"n": n}, "checks": checks} for n in range(4)],
+        topic="eval-x",
+        run_id=run_id,
+        fingerprint="e2",
+        schema_problem=lambda schema: None,
+        by=OPS,
+    )
+    over, parked, done, stays = (case_item_id(run_id, n) for n in range(4))
+    _work(container, over, Completion({"s": "one"}, None, SPENT))
+    app.resume_item(over, OPS)
+    _work(container, over, Completion({"s": "two"}, None, FREE))
+    _work(container, parked, Failure("broken", False, FREE))
+    app.retry_item(parked, OPS)
+    _work(container, parked, Completion({"s": "one"}, None, FREE))
+    app.cancel_item(parked, OPS)
+    _work(container, done, Completion({"s": "one"}, None, FREE))
+    _work(container, done, Completion({"s": 2, "n": [1.5, None]}, None, FREE))
+    _work(container, stays, Failure("broken", False, FREE))
+
+    app.put_pipeline(
+        "bulk-x",
+        {**BUDGETED, "stages": [{"name": "one"}, {"name": "two", "max_concurrent": 1}]},
+        OPS,
+    )
 
 
 @pytest.fixture
@@ -261,6 +346,63 @@ def test_each_view_rebuilt_alone_gives_the_same_rows(rich: Container) -> None:
     for name in maintenance.VIEWS:
         _rebuild(rich, [name])
     assert _differences(before, _tables(rich)) == []
+
+
+def test_the_log_takes_the_newer_views_every_way(rich: Container) -> None:
+    """The schedules, limits, report and evals tables the live runners wrote show each way
+    those views change, so the folds are held to all of them."""
+    tables = _tables(rich)
+    schedules = {key[0]: row for key, row in tables["schedules"].items()}
+    assert (schedules["hourly"]["deleted"], schedules["hourly"]["skipped"]) == (True, 1)
+    nightly = schedules["nightly"]
+    assert (nightly["deleted"], nightly["enabled"], nightly["fired"], nightly["missed"]) == (
+        False,
+        True,
+        2,
+        2,
+    )
+    assert nightly["spec"]["title"] == "again {tick}"
+    assert {key for key in tables["stage_limits"] if key[0].startswith("bulk")} == {
+        ("bulk", "gather"),
+        ("bulk-x", "two"),
+    }
+    items = {key[0]: row for key, row in tables["report_items"].items()}
+    assert {"active", "done", "parked", "halted", "cancelled"} <= {
+        i["status"] for i in items.values()
+    }
+    for counter in ("parked", "halted", "expired"):
+        assert any(i[counter] for i in items.values()), counter
+    assert any(i["eval"] and i["cost_usd"] for i in items.values())
+    stages = tables["report_stages"].values()
+    assert any(s["claimed_at"] is None for s in stages)
+    assert any(s["ended_at"] is not None for s in stages)
+    waited = [s["ready_at"] - items[s["item_id"]]["created_at"] for s in stages]
+    assert max(waited) > timedelta(minutes=5)  # the backoff, not time spent waiting for an agent
+    cases = [c for c in tables["eval_cases"].values() if c["name"].startswith("x")]
+    assert sorted(c["status"] for c in cases) == ["cancelled", "done", "halted", "parked"]
+    assert any(c["detail"].startswith("parked at one (failed)") for c in cases)
+    assert any(
+        c["outputs"] == {"one": {"s": "one"}, "two": {"s": 2, "n": [1.5, None]}} for c in cases
+    )
+
+
+def test_the_bulk_path_folds_every_view_it_has_a_fold_for(rich: Container) -> None:
+    """On the log under test no fold meets what its view's SQL would refuse, so none of the
+    views is left to be replayed event by event (which would hide a fold's fault)."""
+    view_classes = [maintenance.VIEWS[name] for name in maintenance.FOLDS]
+    with maintenance.datastore(
+        rich.database, maintenance.SHADOW_SCHEMA, len(view_classes)
+    ) as store:
+        shadows = [view_class(store, live=False) for view_class in view_classes]
+        try:
+            position, left = bulk.build(
+                shadows, list(maintenance.FOLDS.values()), rich.app.recorder, rich.app.mapper
+            )
+        finally:
+            for shadow in shadows:
+                shadow.drop_tables()
+    assert left == {}
+    assert position == _head(rich)
 
 
 def test_every_fold_method_mirrors_a_handler(rich: Container) -> None:
