@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from tests.browser.story import tell  # noqa: E402
+from tests.browser.story import ARTICLE_V2, tell  # noqa: E402
 from tests.live import own_service  # noqa: E402
 
 
@@ -39,6 +39,9 @@ def shoot(server_conninfo: str, workdir: Path) -> None:
             page.locator("details.trace").first.locator("summary").click()
             page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-picture
             page.screenshot(path=ROOT / "docs/console-item.png", full_page=True)
+            criteria = {"items_per_day": 0.5, "success_rate": 0.8, "cost_per_item_usd": 0.05}
+            spec = {**ARTICLE_V2, "exit_criteria": {**criteria, "p95_seconds": 60}}
+            story.call(None, "PUT", "/v1/pipelines/article", json=spec)
             page.goto("/pipelines/article/report")
             page.screenshot(path=ROOT / "docs/console-report.png", full_page=True)
             browser.close()
