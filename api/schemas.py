@@ -321,8 +321,13 @@ class EvalCheckIn(Body):
     stage: Name | None = Field(None, description="the stage whose output it reads")
 
 
+# A character no engine calls a space: `\s` differs between pydantic's Rust regex, JSON Schema's
+# ECMA regex and Python's `re` (U+0085, U+FEFF, U+001C to U+001F), so those are named outright.
+VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
+
+
 class EvalCaseIn(Body):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=VISIBLE)]
     input: JsonObject = Field(default_factory=dict)
     stage: Name | None = Field(None, description="the stage its checks read (default: the last)")
     checks: list[EvalCheckIn] = Field(default_factory=list, max_length=20)
