@@ -9,8 +9,8 @@ Run by hand, not in CI:
 It starts a real `stateowner serve` on a fresh database (as bench/bench.py does), then, from one
 client and one request at a time, runs each kind as a phase of N: creates, claims, heartbeats,
 completes, and (on a second batch) claims and fails. Each phase's figure is the server process's
-CPU (utime + stime of every thread, from /proc/PID/stat: the projections and bus followers'
-work on the events the phase appended included) over the phase and a short settle after it,
+CPU (every thread's time on a CPU, from /proc/PID/task/*/schedstat: the projections and
+bus followers' work on the events the phase appended included) over the phase and a short settle after it,
 less what the idle server burns over the same time, per request. CPU per request hardly moves
 with other load on the machine, unlike throughput; the p50 does.
 """
@@ -38,46 +38,70 @@ if __name__ == "__main__":
 
 from bench.bench import ADMIN, client, free_port, fresh_database, served  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 SETTLE_SECONDS = 0.5
 KINDS = ("create", "claim", "heartbeat", "complete", "fail")
 
 
-def cpu_ms(pid: int) -> float:
-    """The process's CPU so far, every thread, in ms."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / TICKS
+def thread_ms(pid: int, tid: int) -> float:
+    """A thread's time on a CPU so far, in ms: the scheduler's own count (schedstat), in ns, not
+    utime+stime, which charge whole clock ticks to whichever thread a tick finds running."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e6
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # a thread that ended (its time is lost: threads here live as long as serve)
 
 
-def idle_rate(pid: int, seconds: float = 2.0) -> float:
-    """What the idle server burns (pollers, sweeps), in CPU-ms per second."""
-    before, started = cpu_ms(pid), time.perf_counter()
+class Snapshot:
+    """Every thread's CPU so far; a difference counts threads begun since, from nought."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.threads = {int(t): thread_ms(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+    def since(self, before: Snapshot) -> tuple[float, float]:
+        """CPU-ms between the two: every thread, and the main thread (the event loop) alone."""
+        total = sum(ms - before.threads.get(tid, 0.0) for tid, ms in self.threads.items())
+        return total, self.threads[self.pid] - before.threads[self.pid]
+
+
+def idle_rate(pid: int, seconds: float = 2.0) -> tuple[float, float]:
+    """What the idle server burns (pollers, sweeps), in CPU-ms per second: all, event loop."""
+    before, started = Snapshot(pid), time.perf_counter()
     time.sleep(seconds)
-    return (cpu_ms(pid) - before) / (time.perf_counter() - started)
+    total, loop = Snapshot(pid).since(before)
+    elapsed = time.perf_counter() - started
+    return total / elapsed, loop / elapsed
+
+
+Figures = tuple[float, float, float]
 
 
 def phase(
-    pid: int, idle: float, count: int, send: Callable[[int], httpx.Response]
-) -> tuple[float, float]:
-    """Send `count` requests one at a time: (server CPU-ms per request, client p50 ms)."""
+    pid: int, idle: tuple[float, float], count: int, send: Callable[[int], httpx.Response]
+) -> Figures:
+    """Send `count` requests one at a time: (server CPU-ms per request, of it the event loop's,
+    client p50 ms)."""
     latencies = []
-    before, started = cpu_ms(pid), time.perf_counter()
+    before, started = Snapshot(pid), time.perf_counter()
     for n in range(count):
         sent = time.perf_counter()
         response = send(n)
         latencies.append((time.perf_counter() - sent) * 1000)
         response.raise_for_status()
     time.sleep(SETTLE_SECONDS)
-    spent = cpu_ms(pid) - before - idle * (time.perf_counter() - started)
-    return spent / count, statistics.median(latencies)
+    total, loop = Snapshot(pid).since(before)
+    elapsed = time.perf_counter() - started
+    return (
+        (total - idle[0] * elapsed) / count,
+        (loop - idle[1] * elapsed) / count,
+        statistics.median(latencies),
+    )
 
 
-def one_round(
-    base: str, pid: int, count: int, tokens: dict[str, str]
-) -> dict[str, tuple[float, float]]:
-    figures: dict[str, tuple[float, float]] = {}
+def one_round(base: str, pid: int, count: int, tokens: dict[str, str]) -> dict[str, Figures]:
+    figures: dict[str, Figures] = {}
     idle = idle_rate(pid)
-    print(f"idle server: {idle:.1f} CPU-ms/s", flush=True)
+    print(f"idle server: {idle[0]:.1f} CPU-ms/s, event loop {idle[1]:.1f}", flush=True)
     with client(base, ADMIN) as admin, client(base, tokens["worker"]) as worker:
 
         def create(n: int) -> httpx.Response:
@@ -163,6 +187,7 @@ def main() -> None:
                     "--output",
                     args.profile_out,
                     "--nonblocking",
+                    "--gil",
                 ]
             )
             time.sleep(1)
@@ -171,18 +196,19 @@ def main() -> None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
     print(f"{args.rounds} rounds of {args.n} requests each, one at a time")
-    print(f"{'kind':10} {'CPU-ms/request (rounds)':>34} {'median':>7}   {'p50 ms (rounds)':>24}")
-    for kind in KINDS:
-        cpu = [r[kind][0] for r in rounds]
-        p50 = [r[kind][1] for r in rounds]
-        print(
-            f"{kind:10} {' '.join(f'{c:6.2f}' for c in cpu):>34} {statistics.median(cpu):7.2f}"
-            f"   {' '.join(f'{p:5.2f}' for p in p50):>24}"
-        )
-    cycle = [sum(r[k][0] for k in ("claim", "heartbeat", "complete")) for r in rounds]
-    print(
-        f"{'cycle':10} {' '.join(f'{c:6.2f}' for c in cycle):>34} {statistics.median(cycle):7.2f}"
-    )
+    print(f"{'kind':10} {'CPU-ms/request':>24} {'of it event loop':>24} {'client p50 ms':>24}")
+    cycle = ("claim", "heartbeat", "complete")
+    for kind in (*KINDS, "cycle"):
+        columns = []
+        for column in range(3):
+            if kind == "cycle":
+                values = [sum(r[k][column] for k in cycle) for r in rounds]
+            else:
+                values = [r[kind][column] for r in rounds]
+            median = statistics.median(values)
+            spread = f"{min(values):.2f}-{max(values):.2f}"
+            columns.append(f"{median:6.2f} ({spread:>11})")
+        print(f"{kind:10} {columns[0]:>24} {columns[1]:>24} {columns[2]:>24}")
 
 
 if __name__ == "__main__":
