@@ -106,6 +106,19 @@ def serve(app: FastAPI, settings: Settings, host: str, port: int) -> None:
 QUICK_DEATH_SECONDS = 5.0
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound and listening, that child processes inherit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it a response's second write waits out the client's delayed ACK (40 ms).
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
+
+
 def serve_processes(
     make_app: Callable[[Settings], FastAPI],
     settings: Settings,
@@ -123,12 +136,7 @@ def serve_processes(
         os.environ["STATEOWNER_DATABASE_URL"] = database.conninfo
     if settings.session_secret is None:
         os.environ["STATEOWNER_SESSION_SECRET"] = secrets.token_urlsafe(32)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((host, port))
-    listener.listen(2048)
-    listener.set_inheritable(True)
+    listener = listening_socket(host, port)
 
     def start_one() -> int:
         pid = os.fork()

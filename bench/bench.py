@@ -302,9 +302,13 @@ def rss_mib(pid: int) -> float:
     return total
 
 
-def waiting_claims(base: str, pid: int, count: int) -> tuple[list[float], float, int]:
+def waiting_claims(
+    base: str, pid: int, count: int, processes: int = 1
+) -> tuple[list[float], float, int]:
     """Park `count` long-poll claims (30 s) on an idle stage, then time /healthz while they wait;
-    returns the latencies (ms), the memory they hold (MiB) and how many the server saw waiting."""
+    returns the latencies (ms), the memory they hold (MiB) and how many the server saw waiting
+    (with several processes, each counts its own: the count is then how many were sent, after a
+    settle)."""
     agents = 10
     with client(base, ADMIN) as admin:
         tokens = [
@@ -338,11 +342,14 @@ def waiting_claims(base: str, pid: int, count: int) -> tuple[list[float], float,
     parker.start()
     waiting = 0
     with client(base, ADMIN) as admin:
-        for _ in range(600):
+        for _ in range(600 if processes == 1 else 0):
             waiting = admin.get("/v1/health").json()["claims_waiting"]
             if waiting >= count:
                 break
             time.sleep(0.05)
+        if processes > 1:
+            time.sleep(3)
+            waiting = count
         held = rss_mib(pid) - before
         latencies = []
         with httpx.Client(base_url=base, timeout=30) as probe:
@@ -594,7 +601,7 @@ def main() -> None:
                     ratio(rate, celery.items_per_second) if celery else "  n/a",
                 )
             )
-            latencies, held, waiting_seen = waiting_claims(base, pid, waiting)
+            latencies, held, waiting_seen = waiting_claims(base, pid, waiting, args.processes)
             print(
                 f"/healthz with {waiting_seen} claims waiting: p50 {statistics.median(latencies):6.2f} ms"
                 f"   p99 {percentile(latencies, 0.99):6.2f} ms   memory they hold {held:6.1f} MiB"
