@@ -406,6 +406,13 @@ class Fold:
         """A jsonb column's value as the view's handlers pass it."""
         return Jsonb(value)
 
+    def update(self, table: str, key: Any, **values: Any) -> Row | None:
+        """SQL's UPDATE of one row by its key: of no row, it changes nothing (None)."""
+        row = self.tables[table].get(key)
+        if row is not None:
+            row.update(values)
+        return row
+
     def insert(self, table: str, key: Any, row: Row) -> Row:
         rows = self.tables[table]
         if key in rows:

@@ -187,10 +187,9 @@ class EvalsFold(Fold):
 
     def _update(self, event: Any, **values: Any) -> Row | None:
         """Change an eval item's case; for any other item there is no row."""
-        row = self.tables["eval_cases"].get(event.originator_id.int)
-        if row is not None:
-            row.update(values, updated_at=event.timestamp)
-        return row
+        return self.update(
+            "eval_cases", event.originator_id.int, **values, updated_at=event.timestamp
+        )
 
     def reported(self, event: Any, position: int) -> None:
         row = self._update(event, status="advancing")

@@ -178,13 +178,14 @@ class ItemStatusFold(Fold):
     jsonb = frozenset({"visits"})
 
     def _update(self, event: Any, position: int, **values: Any) -> Row | None:
-        row = self.tables["item_status"].get(event.originator_id.int)
-        if row is not None:
-            row.update(values)
-            row["version"] = event.originator_version
-            row["position"] = position
-            row["updated_at"] = event.timestamp
-        return row
+        return self.update(
+            "item_status",
+            event.originator_id.int,
+            **values,
+            version=event.originator_version,
+            position=position,
+            updated_at=event.timestamp,
+        )
 
     def item_created(self, event: Any, position: int) -> None:
         self.insert(

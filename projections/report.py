@@ -123,10 +123,7 @@ class ReportFold(Fold):
         self._visits: dict[int, Row] = {}
 
     def _item(self, event: Any, **values: Any) -> Row | None:
-        row = self.tables["report_items"].get(event.originator_id.int)
-        if row is not None:
-            row.update(values)
-        return row
+        return self.update("report_items", event.originator_id.int, **values)
 
     def _visit(self, event: Any, column: str) -> None:
         visit = self._visits.get(event.originator_id.int)

@@ -181,10 +181,8 @@ class SchedulesFold(Fold):
         self._names[schedule_id] = event.name
 
     def _update(self, event: Any, **values: Any) -> Row | None:
-        row = self.tables["schedules"].get(self._names.get(event.originator_id.int))
-        if row is not None:
-            row.update(values, updated_at=event.timestamp)
-        return row
+        name = self._names.get(event.originator_id.int)
+        return self.update("schedules", name, **values, updated_at=event.timestamp)
 
     def changed(self, event: Any, position: int) -> None:
         self._update(
